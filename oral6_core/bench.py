@@ -1,0 +1,87 @@
+"""Running benchmarks and writing their results: JSON, a markdown table, README sections, plots."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import registry
+from .components import BenchResult
+from .errors import Oral6Error
+from .io import atomic_open, write_json, write_text
+
+
+def mean_std(values: Iterable[float], digits: int = 1, scale: float = 1.0) -> str:
+    """``"mean ± std"`` of ``values`` times ``scale`` (std omitted for a single value)."""
+    vals = [v * scale for v in values]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, digits: int = 3) -> str:
+    """A GitHub markdown table of ``rows`` (floats rounded to ``digits``)."""
+    if not rows:
+        return "(no rows)\n"
+    columns = list(columns or rows[0].keys())
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, name: str, markdown: str) -> None:
+    """Replace the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in ``readme``."""
+    text = readme.read_text()
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise Oral6Error(f"{readme} has no section {start} ... {end} to write the {name} results into.")
+    write_text(pattern.sub(lambda _: f"{start}\n{markdown.strip()}\n{end}", text), readme)
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``plt.subplots`` on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def run_benchmark(name: str, out_dir: Path, quick: bool = False, options: dict[str, Any] | None = None,
+                  update_readme_file: bool = False) -> BenchResult:
+    """Run benchmark ``name``; write ``results.json`` and ``results.md`` under ``out_dir``."""
+    bench = registry.create("benchmark", name, options)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = bench.run(out_dir, quick=quick)
+    write_json({"benchmark": name, "quick": quick, "options": bench.config.model_dump(mode="json"),
+                "rows": result.rows, "claims": result.claims}, out_dir / "results.json")
+    write_text(f"# {name}{' (quick)' if quick else ''}\n\n{result.markdown}", out_dir / "results.md")
+    result.files[:0] = [out_dir / "results.json", out_dir / "results.md"]
+    if update_readme_file:
+        if type(bench).readme is None:
+            raise Oral6Error(f"Benchmark {name!r} does not name a README to update.")
+        update_readme(type(bench).readme, name, result.markdown)  # type: ignore[arg-type]
+    return result

@@ -1,0 +1,1 @@
+"""The core's own plugin: registered through the same plugin manager as every other plugin."""

@@ -1,0 +1,127 @@
+"""Pydantic models for options: the strict base every component's ``Config`` extends, and run configs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's options: unknown keys are errors, not silent defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class TrainConfig(BaseModel):
+    """Options of a training run that belong to the loop rather than to a component."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, description="Passes over the training set.")
+    batch_size: int = Field(64, ge=1, description="Global minibatch size (split across ranks under torchrun).")
+    eval_batch_size: int = Field(512, ge=1, description="Minibatch size for evaluation.")
+    seed: int = Field(0, description="Seed for data order, initialisation and sampling.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks cuda when present.")
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over all steps.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient norm to this value.")
+    progress: bool = Field(True, description="Show a progress bar.")
+    checkpoint: bool = Field(True, description="Write checkpoint.pt after each epoch (atomically).")
+
+
+class RunConfig(BaseModel):
+    """Everything ``oral6 train`` needs: component names, their options, and the loop's options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "mlp"
+    dataset: str = "digits"
+    optimizer: str = "sgd"
+    regularizer: str = "none"
+    pruner: str | None = None
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: Path | None = None
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """Render pydantic errors as ``optimizer.lr: Input should be greater than 0`` lines."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option"
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def validate_config(config_cls: type[BaseModel], values: dict[str, Any], prefix: str) -> Any:
+    """Build ``config_cls(**values)``, turning a validation failure into a ``ConfigError``."""
+    try:
+        return config_cls(**values)
+    except ValidationError as exc:
+        known = ", ".join(config_cls.model_fields) or "none"
+        raise ConfigError(
+            f"Invalid options for {prefix}: {format_validation_error(exc, prefix)}. "
+            f"Known options: {known}. See `oral6 show` for descriptions."
+        ) from None
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value: JSON when it parses (numbers, booleans, lists), else the raw string."""
+    lowered = text.strip()
+    if lowered in ("true", "false", "null"):
+        return json.loads(lowered)
+    if lowered.lower() == "none":
+        return None
+    try:
+        return json.loads(lowered)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_set_options(items: list[str], sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Turn ``["optimizer.lr=0.01", "model.width=2"]`` into ``{"optimizer": {"lr": 0.01}, ...}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, option = key.strip().partition(".")
+        if not sep or not dot or not option:
+            raise ConfigError(f"Cannot read --set {item!r}: write it as SECTION.OPTION=VALUE, e.g. optimizer.lr=0.01.")
+        if section not in sections:
+            raise ConfigError(
+                f"Unknown section {section!r} in --set {item!r}; the sections are: {', '.join(sections)}."
+            )
+        out.setdefault(section, {})[option] = parse_value(value)
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML run file with a clear error when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+
+
+def merge_options(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Merge option dictionaries section by section; later layers win."""
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            merged.setdefault(section, {}).update(values)
+    return merged

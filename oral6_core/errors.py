@@ -1,0 +1,39 @@
+"""Error classes: every failure a user can cause is an ``Oral6Error`` the CLI prints as one paragraph."""
+
+from __future__ import annotations
+
+
+class Oral6Error(Exception):
+    """Base class of every error oral6 raises on purpose; the CLI prints it and exits with code 2."""
+
+
+class UnknownComponentError(Oral6Error, LookupError):
+    """A component name that no loaded plugin registers."""
+
+
+class DuplicateComponentError(Oral6Error):
+    """Two plugins register the same name for the same kind."""
+
+
+class ConfigError(Oral6Error, ValueError):
+    """An option value or key that does not validate."""
+
+
+class DataError(Oral6Error):
+    """A dataset that cannot be built, e.g. because its files are absent."""
+
+
+class ShapeError(Oral6Error, ValueError):
+    """A model and a dataset (or tensors) whose shapes do not fit together."""
+
+
+class NonFiniteLossError(Oral6Error, FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+class CheckpointError(Oral6Error):
+    """A checkpoint or saved file that is missing, corrupt or of the wrong kind."""
+
+
+class BlackBoxAccessError(Oral6Error, AttributeError):
+    """An attempt to reach the parameters or gradients hidden behind a ``BlackBox``."""

@@ -1,0 +1,69 @@
+"""Atomic file writes: a crash mid-write leaves the previous file intact, never half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import torch
+
+from .errors import CheckpointError
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """``torch.load`` with a clear error when the file is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}: the file does not exist.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # corrupt or foreign file
+        raise CheckpointError(f"Could not read checkpoint {path}: {exc}") from exc
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_open(path, "w") as handle:
+        json.dump(obj, handle, indent=2, default=str)
+        handle.write("\n")
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> None:
+    """Write a text file atomically."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def append_jsonl(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Append one JSON line (a line is written whole or not at all for small records)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(obj, default=str) + "\n")
