@@ -67,6 +67,13 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         _state.sources[ep.name] = PluginSource(ep.name, dist, version, ep.value)
 
 
+def _check(pm: pluggy.PluginManager) -> None:
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise Oral6Error(f"Plugin {exc.plugin!r} is invalid: {exc}. Check the hook names against docs/hooks.md.") from None
+
+
 def _new_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -78,11 +85,17 @@ def _new_manager() -> pluggy.PluginManager:
         pm.register(module, name="builtin")
         _state.sources["builtin"] = PluginSource("builtin", "oral6-core", core_version, module_name)
     _load_entry_points(pm)
-    pm.check_pending()
+    _check(pm)
     if os.environ.get("ORAL6_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm
+
+
+def trace(message: str) -> None:
+    """Print ``message`` to standard error when ``ORAL6_TRACE_PLUGINS`` is set."""
+    if os.environ.get("ORAL6_TRACE_PLUGINS"):
+        sys.stderr.write(f"  {message}\n")
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -95,10 +108,17 @@ def get_plugin_manager() -> pluggy.PluginManager:
 def register(plugin: object, name: str | None = None) -> str:
     """Register an in-process plugin object (a module or class with hookimpls); returns its name."""
     pm = get_plugin_manager()
-    registered = pm.register(plugin, name=name)
+    try:
+        registered = pm.register(plugin, name=name)
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        raise Oral6Error(f"Cannot register plugin {name!r}: {exc}") from None
     if registered is None:
         raise Oral6Error(f"Plugin {name!r} is already registered.")
-    pm.check_pending()
+    try:
+        _check(pm)
+    except Oral6Error:
+        pm.unregister(name=registered)
+        raise
     _state.sources.setdefault(registered, PluginSource(registered, "(in process)", "", repr(plugin)))
     return registered
 

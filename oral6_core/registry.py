@@ -12,8 +12,8 @@ from typing import Any
 
 from .components import Component
 from .config import validate_config
-from .errors import DuplicateComponentError, UnknownComponentError
-from .plugins import get_plugin_manager
+from .errors import DuplicateComponentError, Oral6Error, UnknownComponentError
+from .plugins import get_plugin_manager, trace
 
 KIND_HOOKS: dict[str, str] = {
     "optimizer": "oral6_optimizers",
@@ -51,10 +51,12 @@ def entries(kind: str) -> dict[str, Entry]:
     pm = get_plugin_manager()
     hook = getattr(pm.hook, KIND_HOOKS[kind])
     found: dict[str, Entry] = {}
-    for impl in reversed(hook.get_hookimpls()):
-        for cls in impl.function() or []:
+    for impl in hook.get_hookimpls():
+        classes = impl.function() or []
+        trace(f"{KIND_HOOKS[kind]} [plugin {impl.plugin_name}] -> {[c.name for c in classes]}")
+        for cls in classes:
             if not cls.name:
-                raise DuplicateComponentError(f"Plugin {impl.plugin_name!r} registers a {kind} class {cls.__name__} without a name.")
+                raise Oral6Error(f"Plugin {impl.plugin_name!r} registers a {kind} class {cls.__name__} without a name.")
             if cls.name in found:
                 raise DuplicateComponentError(
                     f"The {kind} name {cls.name!r} is registered twice: by plugin {found[cls.name].plugin!r} "

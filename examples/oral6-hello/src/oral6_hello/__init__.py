@@ -1,0 +1,1 @@
+"""A template oral6 plugin."""

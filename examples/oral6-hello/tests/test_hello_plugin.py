@@ -1,0 +1,5 @@
+from oral6_core.testing import check_component
+
+
+def test_lion_conforms():
+    check_component("optimizer", "lion")

@@ -1,0 +1,54 @@
+"""Discovery through real entry points (the template plugin in examples/ is installed)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import oral6_core.hookspecs as hookspecs
+
+DOCS = Path(__file__).parents[1] / "docs" / "hooks.md"
+
+
+def _hook_names():
+    return [n for n in dir(hookspecs) if n.startswith("oral6_")]
+
+
+def test_every_hook_is_documented():
+    text = DOCS.read_text()
+    missing = [n for n in _hook_names() if f"## {n}(" not in text]
+    assert not missing, f"hooks missing from docs/hooks.md: {missing}"
+    assert len(_hook_names()) == 11
+
+
+def _list_plugins(env_extra: dict[str, str]) -> dict:
+    import os
+
+    env = {**os.environ, **env_extra}
+    out = subprocess.run([sys.executable, "-m", "oral6_core", "list-plugins", "--json"], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout)
+
+
+def test_entry_point_plugin_is_discovered_with_its_distribution():
+    report = _list_plugins({"ORAL6_LOAD_PLUGINS": "hello"})
+    plugins = {p["name"]: p for p in report["plugins"]}
+    assert set(plugins) == {"builtin", "hello"}
+    assert plugins["hello"]["distribution"] == "oral6-hello"
+    assert plugins["hello"]["registers"] == {"optimizer": ["lion"]}
+    assert plugins["hello"]["hooks"] == ["oral6_optimizers"]
+
+
+def test_load_plugins_switch_restricts_loading():
+    report = _list_plugins({"ORAL6_LOAD_PLUGINS": ""})
+    assert [p["name"] for p in report["plugins"]] == ["builtin"]
+    names = [c["name"] for c in report["components"]["optimizer"]]
+    assert "lion" not in names and "sgd" in names
+
+
+def test_trace_switch_prints_hook_calls():
+    import os
+
+    env = {**os.environ, "ORAL6_LOAD_PLUGINS": "", "ORAL6_TRACE_PLUGINS": "1"}
+    out = subprocess.run([sys.executable, "-m", "oral6_core", "show", "optimizer", "sgd"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0
+    assert "oral6_optimizers" in out.stderr
