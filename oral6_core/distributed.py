@@ -72,3 +72,12 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
 def mean(value: Tensor) -> float:
     """A scalar averaged over ranks, as a Python float."""
     return all_reduce_mean_(value.detach().clone().float()).item()
+
+
+def agree(value: float, tol: float = 1e-6) -> bool:
+    """True when every rank holds the same ``value`` (within ``tol``)."""
+    if not is_active():
+        return True
+    t = torch.tensor([value, -value], dtype=torch.float64)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return bool(t[0] + t[1] <= tol)

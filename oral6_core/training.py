@@ -101,10 +101,11 @@ def check_shapes(model: nn.Module, bundle: DataBundle, model_name: str = "the mo
         raise ShapeError(f"{model_name} outputs shape {tuple(out.shape)}, but dataset {bundle.name!r} needs (N, {expected}).")
 
 
-def _schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def _schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step learning-rate schedule (None for a constant rate: nothing to do per step)."""
     if kind == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    return None
 
 
 def _progress(enabled: bool):
@@ -140,7 +141,7 @@ def fit(
     task = bundle.task
     model.to(device)
     check_shapes(model, bundle)
-    net: nn.Module = FeaturesAndLogits(model)
+    net: nn.Module = model if regularizer is None else FeaturesAndLogits(model)
     if dist.world_size > 1:
         net = distributed.wrap(net, device)
     opt = optimizer.build(model, task)
@@ -163,7 +164,8 @@ def fit(
         ckpt = load_torch(out_dir / CHECKPOINT, map_location=device)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
         if pruner is not None:
             pruner.load_state_dict(ckpt["pruner"])
         start_epoch, step, elapsed, history = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["history"]
@@ -175,7 +177,7 @@ def fit(
         write_json({**(describe or {}), "train": train.model_dump()}, out_dir / "config.json")  # type: ignore[operator]
 
     observe = getattr(opt, "observe", None)
-    check_every = 1 if device.type == "cpu" else 25
+    on_cpu = device.type == "cpu"
     progress = _progress(train.progress and dist.is_main)
     model.train()
     with progress or nullcontext():
@@ -183,40 +185,36 @@ def fit(
         for epoch in range(start_epoch, train.epochs):
             t0 = time.perf_counter()
             loader.set_epoch(epoch)
-            loss_sum = torch.zeros((), device=device)
-            recent: list[Tensor] = []
+            monitor = _LossMonitor(device, epoch)
             for batch in loader:
                 step += 1
-                batch = batch.to(device)
-                if regularizer is not None:
-                    regularizer.on_step_start(step, total_steps)
+                if not on_cpu:
+                    batch = batch.to(device)
                 if observe is not None:
                     observe(batch)
-                features, logits = net(batch.x)
-                loss = task.nll(logits, batch.y)
-                if regularizer is not None:
-                    loss = loss + regularizer.penalty(features, logits, batch)
-                recent.append(loss.detach())
-                if len(recent) >= check_every:
-                    _check_finite(recent, step, epoch)
-                    recent.clear()
+                if regularizer is None:
+                    loss = task.nll(net(batch.x), batch.y)
+                else:
+                    regularizer.on_step_start(step, total_steps)
+                    features, logits = net(batch.x)
+                    loss = task.nll(logits, batch.y) + regularizer.penalty(features, logits, batch)
+                monitor.record(loss, step)
                 loss.backward()
                 if train.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
                 if pruner is not None:
                     pruner.on_after_backward(step)
                 opt.step()
-                scheduler.step()
+                if scheduler is not None:
+                    scheduler.step()
                 if pruner is not None:
                     pruner.on_step_end(step, total_steps)
                 opt.zero_grad(set_to_none=True)
-                loss_sum += loss.detach()
                 if bar is not None and step % 10 == 0:
                     progress.update(bar, completed=step, description=f"epoch {epoch + 1}/{train.epochs}", info=f"loss {loss.item():.4f}")  # type: ignore[union-attr]
-            if recent:
-                _check_finite(recent, step, epoch)
+            monitor.check(step)
             elapsed += time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "step": step, "train_loss": distributed.mean(loss_sum / max(steps_per_epoch, 1)),
+            row = {"epoch": epoch + 1, "step": step, "train_loss": monitor.mean(),
                    "lr": opt.param_groups[0]["lr"], "time": elapsed}
             for split in ("val", "test"):
                 data = getattr(bundle, split)
@@ -229,7 +227,7 @@ def fit(
                 append_jsonl(row, out_dir / METRICS)  # type: ignore[operator]
                 if train.checkpoint:
                     save_torch(
-                        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(),
+                        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
                          "pruner": pruner.state_dict() if pruner is not None else None, "epoch": epoch + 1, "step": step,
                          "elapsed": elapsed, "history": history, "rng": _rng_state(), "run": describe or {}},
                         out_dir / CHECKPOINT,  # type: ignore[operator]
@@ -239,20 +237,58 @@ def fit(
     if pruner is not None:
         pruner.on_train_end()
     summary = _summarise(history, model, pruner, elapsed, step, describe)
+    if dist.world_size > 1:
+        final_loss = history[-1].get("test_loss", history[-1]["train_loss"]) if history else 0.0
+        summary["distributed"] = {"world_size": dist.world_size, "ranks_agree": distributed.agree(final_loss)}
     if writer:
         write_json(summary, out_dir / SUMMARY)  # type: ignore[operator]
     return RunResult(summary, history, model, out_dir, pruner)
 
 
-def _check_finite(losses: list[Tensor], step: int, epoch: int) -> None:
-    values = torch.stack(losses)
-    finite = torch.isfinite(values)
-    if not bool(finite.all()):
-        bad_step = step - len(losses) + 1 + int((~finite).nonzero()[0])
+class _LossMonitor:
+    """Sums an epoch's losses and stops on the first NaN/inf, naming its step.
+
+    On the CPU every loss is checked at once; on a GPU losses are checked every 25 steps so the
+    loop does not wait on the device each step.
+    """
+
+    def __init__(self, device: torch.device, epoch: int) -> None:
+        self.on_cpu, self.epoch = device.type == "cpu", epoch
+        self.total, self.count = 0.0, 0
+        self.pending: list[Tensor] = []
+
+    def record(self, loss: Tensor, step: int) -> None:
+        self.count += 1
+        if self.on_cpu:
+            value = loss.item()
+            if not math.isfinite(value):
+                self._fail(value, step)
+            self.total += value
+            return
+        self.pending.append(loss.detach())
+        if len(self.pending) >= 25:
+            self.check(step)
+
+    def check(self, step: int) -> None:
+        """Check (and sum) the losses not yet checked; ``step`` is the last one recorded."""
+        if not self.pending:
+            return
+        values = torch.stack(self.pending).float().cpu()
+        self.pending.clear()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            self._fail(values[bad[0, 0]].item(), step - len(values) + 1 + int(bad[0, 0]))
+        self.total += values.sum().item()
+
+    def mean(self) -> float:
+        """Mean loss of the epoch, averaged over ranks."""
+        return distributed.mean(torch.tensor(self.total / max(self.count, 1)))
+
+    def _fail(self, value: float, step: int) -> None:
         raise NonFiniteLossError(
-            f"The training loss became {values[~finite][0].item()} at step {bad_step} (epoch {epoch + 1}). "
-            f"Training stopped and no checkpoint was written for this epoch. Lower the learning rate, add "
-            f"--set train.grad_clip=1.0, or check the data for NaN values."
+            f"The training loss became {value} at step {step} (epoch {self.epoch + 1}). Training stopped and no "
+            f"checkpoint was written for this epoch. Lower the learning rate, add --set train.grad_clip=1.0, or check "
+            f"the data for NaN values."
         )
 
 

@@ -52,3 +52,13 @@ def test_trace_switch_prints_hook_calls():
     out = subprocess.run([sys.executable, "-m", "oral6_core", "show", "optimizer", "sgd"], capture_output=True, text=True, env=env)
     assert out.returncode == 0
     assert "oral6_optimizers" in out.stderr
+
+
+def test_ci_runs_the_readme_commands():
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("```bash", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(setup) == 2, "the README's set-up is exactly two commands"
+    ci = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()]
+    for command in setup:
+        assert f"python -m {command}" in ci or command in ci, f"{command!r} is not what .ci/run runs"

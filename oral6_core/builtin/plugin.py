@@ -8,6 +8,7 @@ from ..data.torchvision_sets import TorchvisionDataset
 from ..hookspecs import hookimpl
 from ..models.builders import CNNBuilder, MLPBuilder, ResNet20Builder, TimmBuilder, TorchvisionBuilder
 from .optimizers import SGD, Adam, AdamW
+from .overhead import CoreOverhead
 from .regularizers import NoRegularizer
 
 
@@ -29,3 +30,8 @@ def oral6_datasets():
 @hookimpl
 def oral6_models():
     return [MLPBuilder, CNNBuilder, ResNet20Builder, TimmBuilder, TorchvisionBuilder]
+
+
+@hookimpl
+def oral6_benchmarks():
+    return [CoreOverhead]
