@@ -88,3 +88,18 @@ def test_bernoulli_task_trains_an_autoencoder():
     result = fit(model, bundle, registry.create("optimizer", "adam", {"lr": 3e-3}), TrainConfig(epochs=3, progress=False))
     losses = [h["test_loss"] for h in result.history]
     assert losses[-1] < losses[0]
+
+
+def test_map_style_datasets_of_tuples_train_too():
+    from torch.utils.data import TensorDataset
+
+    from oral6_core.components import Task
+    from oral6_core.data import DataBundle
+    from oral6_core.data.digits import load_digits_arrays
+
+    x, y = load_digits_arrays()
+    data = TensorDataset(x[:600], y[:600])
+    bundle = DataBundle("tuples", data, None, TensorDataset(x[600:900], y[600:900]), Task("categorical", 10, (1, 8, 8)))
+    model = registry.create("model", "mlp").build(bundle.input_shape, 10)
+    result = fit(model, bundle, registry.create("optimizer", "adam", {"lr": 3e-3}), TrainConfig(epochs=3, progress=False))
+    assert result.summary["final"]["test_accuracy"] > 0.6
