@@ -45,23 +45,21 @@ class Adam(OptimizerFactory):
     name = "adam"
     Config = AdamConfig
     citation = "Kingma & Ba. Adam: A Method for Stochastic Optimization. ICLR 2015."
+    torch_class: type[torch.optim.Optimizer] = torch.optim.Adam
 
     def build(self, model: nn.Module, task: Task) -> torch.optim.Optimizer:
         c = self.config
-        return torch.optim.Adam(model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, weight_decay=c.weight_decay)
+        return self.torch_class(model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, weight_decay=c.weight_decay)
 
 
 class AdamWConfig(AdamConfig):
     weight_decay: float = Field(1e-2, ge=0, description="Decoupled weight decay.")
 
 
-class AdamW(OptimizerFactory):
+class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019)."""
 
     name = "adamw"
     Config = AdamWConfig
     citation = "Loshchilov & Hutter. Decoupled Weight Decay Regularization. ICLR 2019."
-
-    def build(self, model: nn.Module, task: Task) -> torch.optim.Optimizer:
-        c = self.config
-        return torch.optim.AdamW(model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, weight_decay=c.weight_decay)
+    torch_class = torch.optim.AdamW
