@@ -274,18 +274,20 @@ def adapt(
     model: str = typer.Option("cnn", "--model", "-m", help="Student model builder."),
     source_model: Optional[str] = typer.Option(None, "--source-model", help="Black-box model builder (default: --model)."),
     source_epochs: int = typer.Option(15, "--source-epochs", min=1, help="Epochs to train the source model."),
+    source_lr: float = typer.Option(2e-3, "--source-lr", min=0.0, help="Adam learning rate of the source model."),
     mode: str = typer.Option("topk", "--blackbox-mode", help="What the black box returns: topk, probs or label."),
     k: int = typer.Option(1, "--k", min=1, help="How many top classes the black box reveals in topk mode."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="adapter.OPTION=V, model.OPTION=V, source.OPTION=V or target.OPTION=V."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json (and the student) here."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json and student.pt (the whole adapted module) here."),
 ) -> None:
     """Adapt a student to an unlabelled target domain through a black-box source model."""
     if mode not in ("topk", "probs", "label"):
         raise ConfigError(f"--blackbox-mode must be topk, probs or label, not {mode!r}.")
     options = parse_set_options(sets or [], ("adapter", "model", "source", "target"))
-    report = workflows.adapt(adapter, source, target, model, source_model or model, source_epochs, mode, k, seed, device, options, out)
+    report = workflows.adapt(adapter, source, target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device,
+                             options, out)
     _print_pairs("Black-box adaptation", report)
 
 
@@ -322,11 +324,12 @@ def fit_generative(
     dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset with a stream of environments."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<time>-<model>-<dataset>)."),
     seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the model's own device option)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="model.OPTION=V or dataset.OPTION=V."),
 ) -> None:
     """Train a generative model on a stream of environments; report disentanglement after each."""
     options = parse_set_options(sets or [], ("model", "dataset"))
-    rows, out_dir = workflows.fit_generative(model, dataset, out, seed, options, on_row=lambda r: console.print(_row_line(r)))
+    rows, out_dir = workflows.fit_generative(model, dataset, out, seed, options, lambda r: console.print(_row_line(r)), device)
     table = Table(title="Disentanglement after each environment")
     columns = list(rows[0]) if rows else []
     for c in columns:

@@ -372,7 +372,7 @@ class BlackBox:
 
         @torch.no_grad()
         def forward(x: Tensor) -> Tensor:
-            return model(x.to(device)).float().softmax(-1).cpu()
+            return model(x.to(device)).float().softmax(-1).to(x.device)
 
         object.__setattr__(self, "_forward", forward)
         object.__setattr__(self, "_mode", mode)
@@ -390,7 +390,7 @@ class BlackBox:
         return self._queries
 
     def __call__(self, x: Tensor) -> Tensor:
-        """Query a batch; returns an ``[N, num_classes]`` tensor shaped by the mode, without grad."""
+        """Query a batch; returns an ``[N, num_classes]`` tensor on ``x``'s device, shaped by the mode, without grad."""
         probs = self._forward(x.detach())
         object.__setattr__(self, "_queries", self._queries + x.shape[0])
         if self._mode == "probs":

@@ -42,8 +42,8 @@ def _outputs(bundle: DataBundle) -> int:
     return bundle.num_classes
 
 
-def adapt(adapter_name: str, source: str, target: str, model: str, source_model: str, source_epochs: int, mode: str,
-          k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None) -> dict[str, Any]:
+def adapt(adapter_name: str, source: str, target: str, model: str, source_model: str, source_epochs: int, source_lr: float,
+          mode: str, k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None) -> dict[str, Any]:
     """Train a source model, hide it behind a ``BlackBox``, adapt a student on unlabelled target data."""
     seed_everything(seed)
     adapter = registry.create("adapter", adapter_name, options.get("adapter"))
@@ -57,7 +57,7 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
     if not isinstance(tgt.train, ArrayDataset):
         raise DataError(f"Target dataset {target!r} must be held in memory (an ArrayDataset) to hide its labels.")
     src_net = build_model(RunConfig(model=source_model, dataset=source, options={"model": options.get("model", {})}), src)
-    trained = fit(src_net, src, registry.create("optimizer", "adam", {"lr": 2e-3}),
+    trained = fit(src_net, src, registry.create("optimizer", "adam", {"lr": source_lr}),
                   TrainConfig(epochs=source_epochs, seed=seed, device=device, progress=False, checkpoint=False)).model
     dev = resolve_device(device)
     black_box = BlackBox(trained, src.num_classes, mode=mode, k=k)  # type: ignore[arg-type]
@@ -66,17 +66,17 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
     student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
     started = time.perf_counter()
     student = adapter.adapt(black_box, tgt.train.without_labels(), student)
+    queries, seconds = black_box.queries, time.perf_counter() - started
     report = {
         "adapter": adapter_name, "source": source, "target": target,
         "source_accuracy_on_source": evaluate(trained, src.test, src.task, dev)["accuracy"],  # type: ignore[arg-type]
         "source_accuracy_on_target": source_on_target,
         "adapted_accuracy_on_target": evaluate(student, tgt.test, tgt.task, dev)["accuracy"],  # type: ignore[arg-type]
-        "black_box_queries": black_box.queries, "black_box_mode": mode, "adapt_seconds": time.perf_counter() - started,
+        "black_box_queries": queries, "black_box_mode": mode, "adapt_seconds": seconds,
     }
     if out is not None:
         write_json(report, out / "adapt.json")
-        save_torch({"model": student.state_dict(), "run": {"model": model, "dataset": target, "options": {"model": options.get("model", {})}}},
-                   out / "student.pt")
+        save_torch(student, out / "student.pt")  # the whole module: adapters may wrap the student
     return report
 
 
@@ -114,11 +114,15 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
 
 
 def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, options: dict[str, dict[str, Any]],
-                   on_row: Callable[[dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], Path]:
+                   on_row: Callable[[dict[str, Any]], None] | None = None, device: str | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Fit a generative model on a dataset's stream; disentanglement of every seen environment after each one."""
     from .metrics.disentanglement import evaluate_representation
 
     seed_everything(seed)
+    if device is not None:
+        if "device" not in registry.get("generative-model", model_name).Config.model_fields:
+            raise ConfigError(f"Generative model {model_name!r} has no device option; it decides where it runs itself.")
+        options = {**options, "model": {**options.get("model", {}), "device": device}}
     model = registry.create("generative-model", model_name, options.get("model"))
     bundle = _load_bundle(dataset, options.get("dataset"), seed)
     if not bundle.stream:

@@ -86,7 +86,7 @@ def importance_matrix(codes: np.ndarray, factors: np.ndarray, seed: int = 0) -> 
     importance = np.zeros((codes.shape[1], factors.shape[1]))
     accuracies = []
     for k in range(factors.shape[1]):
-        forest = RandomForestClassifier(n_estimators=20, max_depth=8, max_features=None, random_state=seed, n_jobs=1)
+        forest = RandomForestClassifier(n_estimators=10, max_depth=8, max_features=None, random_state=seed, n_jobs=1)
         forest.fit(codes[:split], factors[:split, k])
         importance[:, k] = np.abs(forest.feature_importances_)
         accuracies.append(forest.score(codes[split:], factors[split:, k]) if split < n else 1.0)
