@@ -280,7 +280,7 @@ def adapt(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="adapter.OPTION=V, model.OPTION=V, source.OPTION=V or target.OPTION=V."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json and student.pt (the whole adapted module) here."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json and student.pt (the adapted weights) here."),
 ) -> None:
     """Adapt a student to an unlabelled target domain through a black-box source model."""
     if mode not in ("topk", "probs", "label"):

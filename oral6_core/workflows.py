@@ -76,7 +76,8 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
     }
     if out is not None:
         write_json(report, out / "adapt.json")
-        save_torch(student, out / "student.pt")  # the whole module: adapters may wrap the student
+        save_torch({"model": student.state_dict(), "adapter": adapter_name,
+                    "run": {"model": model, "dataset": target, "options": {"model": options.get("model", {})}}}, out / "student.pt")
     return report
 
 

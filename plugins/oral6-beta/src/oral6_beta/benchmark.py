@@ -1,0 +1,194 @@
+"""Benchmark beta-digits: source-only vs distill vs DINE vs BETA on two offline domain pairs.
+
+For each pair and seed a source CNN is trained on the source domain with the core's ``fit``, hidden
+behind a top-1 ``BlackBox``, and every adapter adapts a fresh student (same initialisation) on the
+unlabelled target training split; accuracy is measured on the labelled target test split. BETA's
+divisions are scored against the true target labels afterwards: the precision of the black-box
+labels inside the easy subdomain versus over the whole target set.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from oral6_core import registry
+from oral6_core.bench import markdown_table, mean_std, new_figure, save_figure
+from oral6_core.components import Benchmark, BenchResult, BlackBox
+from oral6_core.config import ComponentConfig, TrainConfig
+from oral6_core.data import DataBundle
+from oral6_core.metrics import evaluate
+from oral6_core.training import fit, seed_everything
+
+from .beta import BETAAdapter
+
+ADAPTERS = ("source-only", "distill", "dine", "beta")
+PAIRS = {"printed-digits → digits": ("printed-digits", "digits"), "shapes-a → shapes-b": ("shapes-a", "shapes-b")}
+
+
+class BetaDigitsConfig(ComponentConfig):
+    seeds: list[int] = Field([0, 1, 2], description="Seeds (source model, student initialisation, adaptation).")
+    quick_seeds: list[int] = Field([0], description="Seeds in quick mode.")
+    source_epochs: int = Field(30, ge=1, description="Epochs of source training (Adam, lr 2e-3).")
+    epochs: int = Field(20, ge=1, description="Adaptation epochs of distill, DINE and BETA.")
+    finetune_epochs: int = Field(10, ge=0, description="Information-maximisation fine-tuning epochs of DINE and BETA.")
+    channels: list[int] = Field([16, 32], description="Channels of the cnn used as source model and student.")
+    backbone_lr_scale: float = Field(1.0, gt=0, description="Backbone lr multiple (1: the students start from random weights, not ImageNet).")
+    per_class: int = Field(200, ge=5, description="Rendered source images per class (printed digits, shapes).")
+    beta_options: dict[str, Any] = Field(default_factory=dict, description="Extra options for the beta adapter.")
+
+
+class BetaDigitsBenchmark(Benchmark):
+    """BETA vs DINE vs distillation vs source-only on printed→handwritten digits and shapes a→b (top-1 black box)."""
+
+    name = "beta-digits"
+    Config = BetaDigitsConfig
+    readme = Path(__file__).parents[2] / "README.md"
+
+    def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
+        c: BetaDigitsConfig = self.config  # type: ignore[assignment]
+        torch.set_num_threads(1)
+        seeds = c.quick_seeds if quick else c.seeds
+        results: list[dict[str, Any]] = []
+        divisions: list[dict[str, Any]] = []
+        for pair, (source, target) in PAIRS.items():
+            for seed in seeds:
+                runs, division = self._run_pair(pair, source, target, seed, quick)
+                results += runs
+                divisions.append(division)
+        rows = _accuracy_rows(results) + _division_rows(divisions)
+        markdown = (markdown_table([r for r in rows if r["table"] == "accuracy"], ["pair", "method", "target accuracy %", "queries", "time × distill"])
+                    + "\n" + markdown_table([r for r in rows if r["table"] == "division"],
+                                            ["pair", "easy share % (first)", "easy precision % (first)", "easy precision % (last)", "whole precision %"]))
+        claims = _claims(results, divisions)
+        files = [_plot_accuracy(results, out_dir / "accuracy.png"), _plot_division(divisions, out_dir / "division.png")]
+        mode = f"{len(seeds)} seed(s), mean ± std over seeds; quick mode" if quick else f"{len(seeds)} seeds, mean ± std"
+        markdown = f"Target-domain accuracy ({mode}); black box = top-1 label + confidence.\n\n" + markdown
+        return BenchResult(rows, markdown, files, claims)
+
+    def _run_pair(self, pair: str, source: str, target: str, seed: int, quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        c: BetaDigitsConfig = self.config  # type: ignore[assignment]
+        per_class = 20 if quick else c.per_class
+        src = registry.create("dataset", source, {"per_class": per_class}).load(seed)
+        tgt_options = {"per_class": per_class} if target != "digits" else None
+        tgt = registry.create("dataset", target, tgt_options).load(seed)
+        if quick:
+            tgt.train = tgt.train.subset(torch.arange(min(len(tgt.train), 160)))  # type: ignore[union-attr, arg-type]
+        seed_everything(seed)
+        builder = registry.create("model", "cnn", {"channels": c.channels})
+        source_net = builder.build(src.input_shape, src.num_classes)
+        train = TrainConfig(epochs=1 if quick else c.source_epochs, seed=seed, device="cpu", progress=False, checkpoint=False)
+        fit(source_net, src, registry.create("optimizer", "adam", {"lr": 2e-3}), train)
+        epochs = 1 if quick else c.epochs
+        common = {"epochs": epochs, "backbone_lr_scale": c.backbone_lr_scale, "seed": seed}
+        options: dict[str, dict[str, Any]] = {
+            "source-only": {}, "distill": common, "dine": {**common, "finetune_epochs": 1 if quick else c.finetune_epochs},
+            "beta": {**common, "finetune_epochs": 1 if quick else c.finetune_epochs, **c.beta_options},
+        }
+        runs, division = [], {}
+        for name in ADAPTERS:
+            adapter = registry.create("adapter", name, options[name])
+            black_box = BlackBox(source_net, src.num_classes)
+            seed_everything(seed)
+            student = builder.build(tgt.input_shape, tgt.num_classes)
+            started = time.perf_counter()
+            adapted = adapter.adapt(black_box, tgt.train.without_labels(), student)  # type: ignore[union-attr]
+            seconds = time.perf_counter() - started
+            accuracy = evaluate(adapted, tgt.test, tgt.task)["accuracy"]  # type: ignore[arg-type]
+            queries = black_box.queries
+            runs.append({"pair": pair, "method": name, "seed": seed, "accuracy": accuracy, "queries": queries, "seconds": seconds})
+            if isinstance(adapter, BETAAdapter):
+                division = _division_precision(adapter, tgt, pair, seed)
+        return runs, division
+
+
+def _division_precision(adapter: BETAAdapter, tgt: DataBundle, pair: str, seed: int) -> dict[str, Any]:
+    """Precision of the black-box labels in each epoch's easy subdomain (both networks pooled) and overall."""
+    truth = tgt.train.y  # type: ignore[union-attr]
+    curve = []
+    for record in adapter.history:
+        easy = torch.cat([d.easy for d in record.divisions]).cpu()
+        labels = record.pseudo_labels.cpu().repeat(2)
+        correct = labels == truth.repeat(2)
+        curve.append({"epoch": record.epoch, "easy_share": float(easy.float().mean()),
+                      "easy_precision": float(correct[easy].float().mean()) if bool(easy.any()) else float("nan")})
+    whole = float((adapter.history[0].pseudo_labels.cpu() == truth).float().mean()) if adapter.history else float("nan")
+    return {"pair": pair, "seed": seed, "whole_precision": whole, "curve": curve}
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values) if values else float("nan")
+
+
+def _accuracy_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for pair in PAIRS:
+        distill_time = _mean([r["seconds"] for r in results if r["pair"] == pair and r["method"] == "distill"])
+        for name in ADAPTERS:
+            runs = [r for r in results if r["pair"] == pair and r["method"] == name]
+            rows.append({"table": "accuracy", "pair": pair, "method": name,
+                         "target accuracy %": mean_std([r["accuracy"] for r in runs], 1, 100.0),
+                         "accuracy_mean": _mean([r["accuracy"] for r in runs]),
+                         "queries": int(_mean([r["queries"] for r in runs])),  # source-only queries at test time
+                         "time × distill": f"{_mean([r['seconds'] for r in runs]) / distill_time:.2f}"})
+    return rows
+
+
+def _division_rows(divisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for pair in PAIRS:
+        found = [d for d in divisions if d["pair"] == pair and d["curve"]]
+        rows.append({"table": "division", "pair": pair,
+                     "easy share % (first)": mean_std([d["curve"][0]["easy_share"] for d in found], 1, 100.0),
+                     "easy precision % (first)": mean_std([d["curve"][0]["easy_precision"] for d in found], 1, 100.0),
+                     "easy precision % (last)": mean_std([d["curve"][-1]["easy_precision"] for d in found], 1, 100.0),
+                     "whole precision %": mean_std([d["whole_precision"] for d in found], 1, 100.0),
+                     "easy_first_mean": _mean([d["curve"][0]["easy_precision"] for d in found]),
+                     "whole_mean": _mean([d["whole_precision"] for d in found])})
+    return rows
+
+
+def _claims(results: list[dict[str, Any]], divisions: list[dict[str, Any]]) -> dict[str, bool]:
+    claims = {}
+    for pair in PAIRS:
+        acc = {name: _mean([r["accuracy"] for r in results if r["pair"] == pair and r["method"] == name]) for name in ADAPTERS}
+        claims[f"{pair}: BETA > DINE"] = acc["beta"] > acc["dine"]
+        claims[f"{pair}: DINE > distill"] = acc["dine"] > acc["distill"]
+        claims[f"{pair}: distill > source-only"] = acc["distill"] > acc["source-only"]
+        found = [d for d in divisions if d["pair"] == pair and d["curve"]]
+        easy = _mean([d["curve"][0]["easy_precision"] for d in found])
+        whole = _mean([d["whole_precision"] for d in found])
+        claims[f"{pair}: easy subdomain much cleaner than the whole (≥ 10 points at the first division)"] = easy >= whole + 0.10
+    return claims
+
+
+def _plot_accuracy(results: list[dict[str, Any]], path: Path) -> Path:
+    fig, axes = new_figure(1, len(PAIRS), figsize=(5 * len(PAIRS), 3.5))
+    for ax, pair in zip(axes, PAIRS):
+        values = [[100 * r["accuracy"] for r in results if r["pair"] == pair and r["method"] == m] for m in ADAPTERS]
+        means = [statistics.mean(v) for v in values]
+        errors = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        ax.bar(range(len(ADAPTERS)), means, yerr=errors, color=["#999999", "#6baed6", "#3182bd", "#e6550d"], capsize=4)
+        ax.set_xticks(range(len(ADAPTERS)), ADAPTERS)
+        ax.set_title(pair)
+        ax.set_ylabel("target accuracy %")
+    return save_figure(fig, path)
+
+
+def _plot_division(divisions: list[dict[str, Any]], path: Path) -> Path:
+    fig, axes = new_figure(1, len(PAIRS), figsize=(5 * len(PAIRS), 3.5))
+    for ax, pair in zip(axes, PAIRS):
+        for d in [d for d in divisions if d["pair"] == pair and d["curve"]]:
+            epochs = [p["epoch"] for p in d["curve"]]
+            line = ax.plot(epochs, [100 * p["easy_precision"] for p in d["curve"]], marker="o", label=f"easy, seed {d['seed']}")
+            ax.axhline(100 * d["whole_precision"], color=line[0].get_color(), linestyle="--", label=f"whole, seed {d['seed']}")
+        ax.set_title(pair)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("black-box label precision %")
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -1,0 +1,26 @@
+"""Hook implementations of the BETA plugin: four adapters, three datasets and one benchmark."""
+
+from __future__ import annotations
+
+from oral6_core.hookspecs import hookimpl
+
+from .baselines import DistillAdapter, SourceOnlyAdapter
+from .benchmark import BetaDigitsBenchmark
+from .beta import BETAAdapter
+from .datasets import PrintedDigits, ShapesA, ShapesB
+from .dine import DINEAdapter
+
+
+@hookimpl
+def oral6_adapters():
+    return [SourceOnlyAdapter, DistillAdapter, DINEAdapter, BETAAdapter]
+
+
+@hookimpl
+def oral6_datasets():
+    return [PrintedDigits, ShapesA, ShapesB]
+
+
+@hookimpl
+def oral6_benchmarks():
+    return [BetaDigitsBenchmark]

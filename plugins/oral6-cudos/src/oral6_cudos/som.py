@@ -1,0 +1,107 @@
+"""The self-organising spike-and-slab prior: a toroidal grid of components with mixture weights."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .spike_slab import bernoulli_kl
+
+SPIKE_WIDTH = 0.1  # half-width of the box that stands for the spike around a component mean
+SPIKE_HEIGHT = 10.0  # the reference's value of the box density
+
+
+def spike_slab_log_density(z: Tensor, means: Tensor, logvars: Tensor, alpha: Tensor) -> Tensor:
+    """``Σ_j log[α_cj N(z_j; μ_cj, σ²_cj) + (1 − α_cj)·10·1(|z_j − μ_cj| < 0.1)]`` for every sample and component: [B, C]."""
+    diff = z[:, None, :] - means[None]
+    log_slab = -0.5 * (diff**2 / logvars.exp()[None] + logvars[None] + math.log(2 * math.pi))
+    box = (diff.abs() < SPIKE_WIDTH).to(z.dtype) * SPIKE_HEIGHT
+    return (alpha[None] * log_slab.exp() + (1 - alpha[None]) * box).clamp_min(1e-30).log().sum(-1)
+
+
+class SOMPrior(nn.Module):
+    """``p(z) = Σ_c π_c Π_j [α_cj N(z_j; μ_cj, σ²_cj) + (1 − α_cj)·10·1(|z_j − μ_cj| < 0.1)]`` on a rows×cols torus."""
+
+    def __init__(self, rows: int, cols: int, latent_dim: int, slab_init: float = 0.5, logvar_init: float = -1.0,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.rows, self.cols = rows, cols
+        count = rows * cols
+        self.means = nn.Parameter((torch.rand(count, latent_dim, generator=generator) - 0.5) * 0.1)
+        self.logvars = nn.Parameter(torch.full((count, latent_dim), logvar_init))
+        self.slab_raw = nn.Parameter(torch.full((count, latent_dim), slab_init))
+        self.mixture_logits = nn.Parameter(torch.zeros(count))
+        self.register_buffer("grid_sq_distances", self._torus_sq_distances(rows, cols))
+
+    @staticmethod
+    def _torus_sq_distances(rows: int, cols: int) -> Tensor:
+        """Squared grid distance between every pair of nodes when the grid wraps at its edges."""
+        r = torch.arange(rows).repeat_interleave(cols).float()
+        c = torch.arange(cols).repeat(rows).float()
+        dr = (r[:, None] - r[None, :]).abs()
+        dc = (c[:, None] - c[None, :]).abs()
+        dr, dc = torch.minimum(dr, rows - dr), torch.minimum(dc, cols - dc)
+        return dr**2 + dc**2
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[0]
+
+    def slab_probability(self) -> Tensor:
+        """``α = sigmoid(10(a − 0.5))`` per component and latent dimension."""
+        return torch.sigmoid(10.0 * (self.slab_raw - 0.5))
+
+    def log_mixture_weights(self) -> Tensor:
+        """``log π`` (softmax of the mixture logits)."""
+        return torch.log_softmax(self.mixture_logits, dim=0)
+
+    def log_component_density(self, z: Tensor) -> Tensor:
+        """``log p(z | c)`` for every sample and component: shape [B, C]."""
+        return spike_slab_log_density(z, self.means, self.logvars, self.slab_probability())
+
+    def joint_log_density(self, z: Tensor) -> Tensor:
+        """``log π_c + log p(z | c)``: shape [B, C]."""
+        return self.log_mixture_weights()[None] + self.log_component_density(z)
+
+    def responsibilities(self, z: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """``q(c | z) ∝ π_c p(z | c)`` (rows sum to one), optionally restricted to ``allowed`` components."""
+        joint = self.joint_log_density(z)
+        if allowed is not None:
+            joint = joint.masked_fill(~allowed[None], float("-inf"))
+        return torch.softmax(joint, dim=-1)
+
+    def bmu(self, z: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """Best matching unit: ``argmax_c q(c | z)``."""
+        return self.responsibilities(z, allowed).argmax(-1)
+
+    def neighbourhood(self, sigma: float) -> Tensor:
+        """Row-normalised Gaussian neighbourhood ``h_σ(c', c) ∝ exp(−d²(c', c) / 2σ²)`` on the torus: [C, C]."""
+        h = torch.exp(-self.grid_sq_distances / (2 * sigma**2))
+        return h / h.sum(dim=1, keepdim=True)
+
+    def loss(self, z: Tensor, sigma: float, spike_prior: float = 0.2) -> Tensor:
+        """SOM loss: ``−mean_b max_c' Σ_c h_σ(c', c)[log π_c + log p(z_b|c)] + Σ_cj KL(Bern(α_cj) ‖ Bern(0.2))``."""
+        joint = self.joint_log_density(z.detach())
+        neighbourhood_fit = joint @ self.neighbourhood(sigma).T
+        prior = torch.full_like(self.slab_raw, spike_prior)
+        return -neighbourhood_fit.max(dim=1).values.mean() + bernoulli_kl(self.slab_probability(), prior).sum()
+
+    @torch.no_grad()
+    def sample(self, components: Tensor) -> Tensor:
+        """One ``z`` per entry of ``components``: slab ``N(μ, σ²)`` with probability α, else the box around μ."""
+        mu, std = self.means[components], (0.5 * self.logvars[components]).exp()
+        slab = torch.bernoulli(self.slab_probability()[components])
+        gaussian = mu + std * torch.randn_like(mu)
+        box = mu + (torch.rand_like(mu) * 2 - 1) * SPIKE_WIDTH
+        return torch.where(slab.bool(), gaussian, box)
+
+
+def annealed_sigma(step: int, start: float, end: float, begin_step: int, end_step: int) -> float:
+    """Neighbourhood width: ``start`` until ``begin_step``, linear to ``end`` at ``end_step``, then ``end``."""
+    if step <= begin_step:
+        return start
+    if step >= end_step:
+        return end
+    return start + (end - start) * (step - begin_step) / max(end_step - begin_step, 1)

@@ -1,0 +1,109 @@
+"""Spike-and-slab sampling, the SOM prior, the renderers and the stream datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from oral6_core import registry
+from oral6_core.errors import ConfigError, ShapeError
+from oral6_cudos.rendering import DSPRITES_FACTORS, SHAPES3D_FACTORS, render_dsprites, render_shapes3d
+from oral6_cudos.som import SOMPrior, annealed_sigma
+from oral6_cudos.spike_slab import expected_selection, selection, spike_and_slab_sample
+
+
+def test_spike_and_slab_sampling_zeros_inactive_dims():
+    torch.manual_seed(0)
+    spike = torch.tensor([0.0, 1.0])
+    draws = selection(spike.expand(5000, 2), (5000, 2))
+    assert draws[:, 0].max() <= 0.5 and draws[:, 0].mean() < 0.08
+    assert draws[:, 1].min() >= 0.5 and draws[:, 1].mean() > 0.92
+    mu, logvar = torch.full((5000, 2), 3.0), torch.zeros(5000, 2)
+    z = spike_and_slab_sample(mu, logvar, spike)
+    assert z[:, 0].abs().mean() < 0.3 and z[:, 1].mean() > 2.5
+    assert torch.allclose(expected_selection(spike), draws.mean(0), atol=0.01)
+
+
+def test_component_posterior_sums_to_one_and_bmu_is_its_argmax():
+    som = SOMPrior(4, 5, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        som.means.normal_()
+        som.mixture_logits.normal_()
+    z = torch.randn(16, 3)
+    q = som.responsibilities(z)
+    assert q.shape == (16, 20)
+    assert torch.allclose(q.sum(-1), torch.ones(16), atol=1e-5)
+    assert torch.equal(som.bmu(z), q.argmax(-1))
+    allowed = torch.zeros(20, dtype=torch.bool)
+    allowed[[3, 7]] = True
+    assert set(som.bmu(z, allowed).tolist()) <= {3, 7}
+
+
+def test_component_density_puts_the_spike_in_a_box_around_the_mean():
+    som = SOMPrior(2, 2, 1)
+    with torch.no_grad():
+        som.slab_raw.fill_(-5.0)  # α ≈ 0: only the spike is left
+    inside = som.log_component_density(som.means[:1] + 0.05)
+    outside = som.log_component_density(som.means[:1] + 0.5)
+    assert inside[0, 0] > outside[0, 0] + 10
+
+
+def test_neighbourhood_is_normalised_wraps_and_narrows_as_sigma_anneals():
+    som = SOMPrior(6, 6, 2)
+    wide, narrow = som.neighbourhood(annealed_sigma(0, 5.0, 0.05, 10, 20)), som.neighbourhood(annealed_sigma(30, 5.0, 0.05, 10, 20))
+    for h in (wide, narrow):
+        assert torch.allclose(h.sum(1), torch.ones(36), atol=1e-5)
+    assert torch.all(narrow.diagonal() > wide.diagonal())
+    assert narrow.diagonal().min() > 0.99
+    assert torch.isclose(wide[0, 5], wide[0, 1])  # the torus: column 5 neighbours column 0
+    assert annealed_sigma(15, 5.0, 0.05, 10, 20) == pytest.approx(2.525)
+
+
+def test_som_loss_pulls_the_best_component_towards_the_data():
+    torch.manual_seed(0)
+    som = SOMPrior(3, 3, 2)
+    optimizer = torch.optim.Adam(som.parameters(), lr=0.05)
+    z = torch.full((32, 2), 0.8) + 0.05 * torch.randn(32, 2)
+    start = (som.means - 0.8).norm(dim=1).min().item()
+    for _ in range(60):
+        optimizer.zero_grad()
+        som.loss(z, sigma=0.5).backward()
+        optimizer.step()
+    assert (som.means - 0.8).norm(dim=1).min().item() < start / 2
+
+
+@pytest.mark.parametrize("sizes, render", [(SHAPES3D_FACTORS, render_shapes3d), (DSPRITES_FACTORS, render_dsprites)])
+def test_renderer_is_deterministic_and_every_factor_changes_the_image(sizes, render):
+    rng = np.random.default_rng(0)
+    bases = np.stack([rng.integers(s, size=4) for s in sizes.values()], axis=1)
+    images = render(bases)
+    assert np.array_equal(images, render(bases))
+    assert images.min() >= 0 and images.max() <= 1 and images.shape[-2:] == (32, 32)
+    for k, size in enumerate(sizes.values()):
+        changed = bases.copy()
+        changed[:, k] = (changed[:, k] + 1) % size
+        diff = np.abs(render(changed) - images).reshape(len(bases), -1).max(axis=1)
+        assert (diff > 0.05).all(), f"factor {k} does not change every image"
+
+
+def test_renderer_rejects_bad_factor_tuples():
+    with pytest.raises(ShapeError, match="shape"):
+        render_shapes3d(np.zeros((2, 3), dtype=int))
+    with pytest.raises(ShapeError, match="range"):
+        render_dsprites(np.array([[3, 0, 0, 0, 0]]))
+
+
+def test_stream_environments_vary_the_factors_they_name():
+    bundle = registry.create("dataset", "shapes3d-stream", {"samples_per_environment": 64}).load(0)
+    assert [e.name for e in bundle.stream] == ["objects", "floor", "wall"]
+    assert bundle.factor_names == list(SHAPES3D_FACTORS)
+    for env in bundle.stream:
+        y = env.data.y
+        assert env.data.x.shape == (64, 3, 32, 32) and y.shape == (64, 6)
+        for k, name in enumerate(env.factor_names):
+            assert (len(torch.unique(y[:, k])) > 1) == (name in env.varying), (env.name, name)
+    single = registry.create("dataset", "dsprites", {"samples_per_environment": 64}).load(0)
+    assert single.stream == [] and single.train.x.shape == (64, 1, 32, 32)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        registry.create("dataset", "dsprites-stream", {"image_size": 36}).load(0)

@@ -1,0 +1,155 @@
+"""Q(λ) per layer: the structured, learned approximation of the inverse damped Fisher F_γ⁻¹.
+
+A block owns the parameters that share one factor of Q and stores them as one matrix U:
+- ``KroneckerBlock`` (Linear, Conv1d/2d/3d): U = [W | b] with W reshaped to out × fan_in, and
+  Q(λ)U = A ⊙ (RᵀR (A ⊙ U) LᵀL), i.e. Q = D_A (LᵀL ⊗ RᵀR) D_A with λ = (L, R, A);
+- ``DiagonalBlock`` (norm layers, embeddings and every other parameter): Q(λ)u = d ⊙ d ⊙ u.
+Both start at Q₀ = s·I with s = η_sgd/η, so the first FishLeg steps are SGD steps with lr η_sgd.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+KRONECKER_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class QBlock:
+    """Parameters sharing one factor of Q(λ); ``kind`` says which rule chose it."""
+
+    kind: str = ""
+    lambda_names: tuple[str, ...] = ()
+
+    def __init__(self, params: Sequence[nn.Parameter], label: str) -> None:
+        self.params = list(params)
+        self.label = label
+
+    def gather(self, tensors: Sequence[Tensor]) -> Tensor:
+        """Per-parameter tensors → the block's matrix layout."""
+        raise NotImplementedError
+
+    def scatter(self, matrix: Tensor) -> list[Tensor]:
+        """The block's matrix layout → per-parameter tensors (views)."""
+        raise NotImplementedError
+
+    def init_lambda(self, scale: float, like: Tensor) -> dict[str, Tensor]:
+        """λ such that Q(λ) = scale · I."""
+        raise NotImplementedError
+
+    def factors(self, lam: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What ``apply`` needs from λ (Gram matrices), cached between auxiliary updates."""
+        raise NotImplementedError
+
+    def apply(self, factors: dict[str, Tensor], u: Tensor) -> Tensor:
+        """Q(λ) u in the block's matrix layout (differentiable in λ through ``factors``)."""
+        raise NotImplementedError
+
+
+class KroneckerBlock(QBlock):
+    """Q(λ)U = A ⊙ (RᵀR (A ⊙ U) LᵀL) for U = [W | b] of a Linear or Conv layer."""
+
+    kind = "kronecker"
+
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None, label: str, elementwise: bool = True) -> None:
+        super().__init__([weight] if bias is None else [weight, bias], label)
+        self.out_features = weight.shape[0]
+        self.fan_in = weight[0].numel()
+        self.has_bias = bias is not None
+        self.cols = self.fan_in + int(self.has_bias)
+        self.lambda_names = ("left", "right", "scale") if elementwise else ("left", "right")
+
+    def gather(self, tensors: Sequence[Tensor]) -> Tensor:
+        weight = tensors[0].reshape(self.out_features, self.fan_in)
+        if not self.has_bias:
+            return weight.clone()
+        return torch.cat([weight, tensors[1].reshape(self.out_features, 1)], dim=1)
+
+    def scatter(self, matrix: Tensor) -> list[Tensor]:
+        weight = matrix[:, : self.fan_in].reshape(self.params[0].shape)
+        return [weight, matrix[:, self.fan_in]] if self.has_bias else [weight]
+
+    def init_lambda(self, scale: float, like: Tensor) -> dict[str, Tensor]:
+        root = scale**0.25
+        lam = {
+            "left": root * torch.eye(self.cols, dtype=like.dtype, device=like.device),
+            "right": root * torch.eye(self.out_features, dtype=like.dtype, device=like.device),
+        }
+        if "scale" in self.lambda_names:
+            lam["scale"] = torch.ones(self.out_features, self.cols, dtype=like.dtype, device=like.device)
+        return lam
+
+    def factors(self, lam: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = {"left_gram": lam["left"].T @ lam["left"], "right_gram": lam["right"].T @ lam["right"]}
+        if "scale" in lam:
+            out["scale"] = lam["scale"]
+        return out
+
+    def apply(self, factors: dict[str, Tensor], u: Tensor) -> Tensor:
+        scale = factors.get("scale")
+        if scale is not None:
+            u = scale * u
+        z = factors["right_gram"] @ u @ factors["left_gram"]
+        return scale * z if scale is not None else z
+
+
+class DiagonalBlock(QBlock):
+    """Q(λ)u = d ⊙ d ⊙ u for one parameter (norm layers, embeddings, anything else)."""
+
+    lambda_names = ("diag",)
+
+    def __init__(self, param: nn.Parameter, label: str, kind: str) -> None:
+        super().__init__([param], label)
+        self.kind = kind
+
+    def gather(self, tensors: Sequence[Tensor]) -> Tensor:
+        return tensors[0].clone()
+
+    def scatter(self, matrix: Tensor) -> list[Tensor]:
+        return [matrix]
+
+    def init_lambda(self, scale: float, like: Tensor) -> dict[str, Tensor]:
+        return {"diag": torch.full_like(like, scale**0.5)}
+
+    def factors(self, lam: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"diag_sq": lam["diag"] * lam["diag"]}
+
+    def apply(self, factors: dict[str, Tensor], u: Tensor) -> Tensor:
+        return factors["diag_sq"] * u
+
+
+def build_blocks(model: nn.Module, elementwise: bool = True, max_factor_size: int = 2048) -> list[QBlock]:
+    """One block per Linear/Conv layer (Kronecker) and one diagonal block per remaining trainable parameter.
+
+    A Linear or Conv layer whose factor would exceed ``max_factor_size`` rows, or whose weight is
+    frozen, falls back to diagonal blocks. Shared parameters get a single block.
+    """
+    blocks: list[QBlock] = []
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        if not isinstance(module, KRONECKER_LAYERS) or id(module.weight) in seen or not module.weight.requires_grad:
+            continue
+        weight = module.weight
+        bias = module.bias if module.bias is not None and module.bias.requires_grad and id(module.bias) not in seen else None
+        block = KroneckerBlock(weight, bias, module_name or type(module).__name__, elementwise)
+        if max(block.cols, block.out_features) > max_factor_size:
+            continue
+        blocks.append(block)
+        seen.update(id(p) for p in block.params)
+    modules = dict(model.named_modules())
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        module = modules.get(name.rpartition(".")[0])
+        if isinstance(module, NORM_LAYERS):
+            kind = "diagonal-norm"
+        elif isinstance(module, nn.Embedding):
+            kind = "diagonal-embedding"
+        else:
+            kind = "diagonal-other"
+        blocks.append(DiagonalBlock(param, name, kind))
+    return blocks
