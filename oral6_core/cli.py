@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 from . import __version__, registry, workflows
 from .config import RunConfig, TrainConfig, load_toml, merge_options, parse_set_options, validate_config
 from .errors import ConfigError, Oral6Error
-from .plugins import get_plugin_manager, plugin_source
+from .plugins import failed_plugins, get_plugin_manager, plugin_source
 
 console = Console()
 err_console = Console(stderr=True)
@@ -76,7 +76,8 @@ def plugin_report() -> dict[str, Any]:
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
         plugins.append({"name": name, "distribution": source.distribution, "version": source.version, "hooks": hooks,
                         "registers": registers.get(name, {})})
-    return {"plugins": sorted(plugins, key=lambda p: (p["name"] != "builtin", p["name"])), "components": components}
+    return {"plugins": sorted(plugins, key=lambda p: (p["name"] != "builtin", p["name"])), "components": components,
+            "failed": failed_plugins()}
 
 
 @app.command("list-plugins", rich_help_panel="Core")
@@ -93,6 +94,8 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON 
         regs = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p["registers"].items()) or "(commands only)"
         table.add_row(p["name"], p["distribution"], p["version"], regs)
     console.print(table)
+    for name, error in report["failed"].items():
+        err_console.print(f"[bold red]Plugin {name!r} failed to import and was skipped:[/] {error}", highlight=False)
     for kind, items in report["components"].items():
         t = Table(title=f"{kind}s", title_justify="left")
         for column in ("name", "plugin", "summary"):

@@ -92,7 +92,7 @@ def parse_value(text: str) -> Any:
 
 
 def parse_set_options(items: list[str], sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Turn ``["optimizer.lr=0.01", "model.width=2"]`` into ``{"optimizer": {"lr": 0.01}, ...}``."""
+    """Turn ``["optimizer.lr=0.01", "bench.meta.epochs=3"]`` into ``{"optimizer": {"lr": 0.01}, "bench": {"meta": {"epochs": 3}}}``."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -103,7 +103,13 @@ def parse_set_options(items: list[str], sections: tuple[str, ...]) -> dict[str, 
             raise ConfigError(
                 f"Unknown section {section!r} in --set {item!r}; the sections are: {', '.join(sections)}."
             )
-        out.setdefault(section, {})[option] = parse_value(value)
+        *parents, leaf = option.split(".")
+        target = out.setdefault(section, {})
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {item!r} sets a field inside {parent!r}, which was already given a value.")
+        target[leaf] = parse_value(value)
     return out
 
 

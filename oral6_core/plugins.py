@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -35,6 +36,7 @@ class PluginSource:
 class _State:
     manager: pluggy.PluginManager | None = None
     sources: dict[str, PluginSource] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
 
 
 _state = _State()
@@ -57,11 +59,15 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             continue
         try:
             module = ep.load()
-        except Exception as exc:
-            raise Oral6Error(
-                f"The oral6 plugin {ep.name!r} (distribution {dist}) failed to import: {exc!r}. "
-                f"Fix or uninstall it, or load only other plugins with ORAL6_LOAD_PLUGINS=name,..."
-            ) from exc
+        except Exception as exc:  # one broken plugin must not take the others down
+            message = f"{exc.__class__.__name__}: {exc}"
+            _state.failures[ep.name] = message
+            warnings.warn(
+                f"The oral6 plugin {ep.name!r} (distribution {dist}) failed to import and is skipped: {message}. "
+                f"Fix or uninstall it; `oral6 list-plugins` lists plugins that failed.",
+                stacklevel=2,
+            )
+            continue
         pm.register(module, name=ep.name)
         version = ep.dist.version if ep.dist else "?"
         _state.sources[ep.name] = PluginSource(ep.name, dist, version, ep.value)
@@ -134,7 +140,14 @@ def plugin_source(name: str) -> PluginSource:
     return _state.sources.get(name, PluginSource(name, "?", "?", "?"))
 
 
+def failed_plugins() -> dict[str, str]:
+    """Entry points that failed to import, with the error each raised."""
+    get_plugin_manager()
+    return dict(_state.failures)
+
+
 def reset() -> None:
     """Forget the manager so the next use reloads plugins (tests, changed ORAL6_LOAD_PLUGINS)."""
     _state.manager = None
     _state.sources.clear()
+    _state.failures.clear()

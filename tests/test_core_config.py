@@ -11,6 +11,11 @@ def test_set_options_parse_types():
     assert parsed == {"optimizer": {"lr": 0.01}, "model": {"hidden": [32, 16]}, "train": {"progress": False}, "dataset": {"root": "/data"}}
 
 
+def test_dotted_options_nest():
+    parsed = parse_set_options(["bench.meta.epochs=3", "bench.meta.lr=0.1", "bench.seeds=[0]"], ("bench",))
+    assert parsed == {"bench": {"meta": {"epochs": 3, "lr": 0.1}, "seeds": [0]}}
+
+
 @pytest.mark.parametrize("item, message", [("lr=0.1", "SECTION.OPTION=VALUE"), ("optimiser.lr=1", "Unknown section 'optimiser'")])
 def test_bad_set_options_are_explained(item, message):
     with pytest.raises(ConfigError, match=message):
