@@ -1,0 +1,112 @@
+"""What every SMC pruner shares: options for the prunable set and allocation, and the mask bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from oral6_core.components import Pruner, TrainContext
+from oral6_core.config import ComponentConfig
+from oral6_core.errors import CheckpointError
+
+from .masking import Allocation, MaskSet, select_prunable, topk_masks
+
+CITATION = (
+    "Liu, Chen, Zhang, Chen, Huang, Jaiswal, Wang. Sparsity May Cry: Let Us Fail (Current) Sparse Neural "
+    "Networks Together! ICLR 2023."
+)
+
+
+class MaskedPrunerConfig(ComponentConfig):
+    sparsity: float = Field(0.5, gt=0, lt=1, description="Target share of pruned weights over the prunable set, in (0, 1).")
+    allocation: Allocation = Field("global", description="How sparsity is spread over layers: global (one threshold), uniform or erk.")
+    prune_embeddings: bool = Field(False, description="Also prune nn.Embedding weights (off by default: the stronger recipe of Kurtic et al., 2023).")
+    prune_head: bool = Field(False, description="Also prune the classifier weight.")
+    include: list[str] = Field(default_factory=list, description="Glob patterns over parameter names: prune only these (each must match).")
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns over parameter names never pruned (each must match).")
+
+
+class MaskedPruner(Pruner):
+    """Base of the SMC pruners: selects the prunable set, owns the masks and keeps them applied."""
+
+    Config = MaskedPrunerConfig
+    citation = CITATION
+
+    def __init__(self, config: MaskedPrunerConfig | None = None) -> None:
+        super().__init__(config)
+        self.ctx: TrainContext | None = None
+        self.mask_set: MaskSet | None = None
+
+    # ------------------------------------------------------------------ hooks subclasses override
+    def start(self) -> None:
+        """Called at the end of ``on_train_start`` with ``self.ctx`` and dense masks in place."""
+
+    def update(self, step: int, total_steps: int) -> None:
+        """Called after each optimizer step, before the masks are re-applied."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """State besides the masks that a resumed run needs."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``extra_state`` saved."""
+
+    # ------------------------------------------------------------------ the Pruner protocol
+    def on_train_start(self, ctx: TrainContext) -> None:
+        c = self.config
+        self.ctx = ctx
+        params = select_prunable(ctx.model, c.include, c.exclude, c.prune_embeddings, c.prune_head)
+        self.mask_set = MaskSet(params)
+        self.start()
+
+    def on_after_backward(self, step: int) -> None:
+        self._masks().apply_to_grads()
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        self.update(step, total_steps)
+        masks = self._masks()
+        masks.apply_to_optimizer_state(self.ctx.optimizer)  # type: ignore[union-attr]
+        masks.apply_to_weights()
+
+    def masks(self) -> dict[str, Tensor]:
+        return dict(self._masks().masks)
+
+    def sparsity(self) -> dict[str, float]:
+        if self.mask_set is None:
+            return {"overall": 0.0}
+        return self.mask_set.measured_sparsity()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {k: v.clone() for k, v in self._masks().masks.items()}, **self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        masks = self._masks()
+        saved = state.get("masks") if isinstance(state, dict) else None
+        if not isinstance(saved, dict) or set(saved) != set(masks.masks):
+            raise CheckpointError(
+                f"The checkpoint's pruner masks cover {sorted(saved or {})}, but this run prunes "
+                f"{sorted(masks.masks)}. Resume with the same model and pruner options as the saved run."
+            )
+        for name, mask in saved.items():
+            if tuple(mask.shape) != tuple(masks.params[name].shape):
+                raise CheckpointError(f"The checkpoint's mask for {name!r} has shape {tuple(mask.shape)}, "
+                                      f"but the parameter has {tuple(masks.params[name].shape)}.")
+        masks.set(saved)
+        masks.apply_to_optimizer_state(self.ctx.optimizer)  # type: ignore[union-attr]
+        self.load_extra_state(state)
+
+    # ------------------------------------------------------------------ helpers
+    def _masks(self) -> MaskSet:
+        if self.mask_set is None:
+            raise CheckpointError(f"Pruner {self.name!r} has no masks yet: call on_train_start(ctx) before using it.")
+        return self.mask_set
+
+    def prune_to(self, scores: dict[str, Tensor], density: float, allocation: Allocation | None = None) -> None:
+        """Keep the top ``density`` share of ``scores`` (already-pruned weights are never revived)."""
+        masks = self._masks()
+        scores = {n: s.masked_fill(~masks.masks[n], -torch.inf) for n, s in scores.items()}
+        masks.set(topk_masks(scores, density, allocation or self.config.allocation))
+        masks.apply_to_optimizer_state(self.ctx.optimizer)  # type: ignore[union-attr]

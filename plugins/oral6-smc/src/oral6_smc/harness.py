@@ -1,0 +1,243 @@
+"""The SMC-Bench harness: any pruner × a task × the sparsity grid 1 − 0.8^k, with results, table and figure."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+from torch import nn
+
+from oral6_core import registry
+from oral6_core.bench import markdown_table, new_figure, save_figure
+from oral6_core.config import TrainConfig
+from oral6_core.errors import ConfigError
+from oral6_core.io import write_json
+from oral6_core.training import fit, seed_everything
+
+from .tasks import SmcTask
+
+Start = Literal["pretrained", "dense"]
+Family = Literal["after", "during", "before"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One line of the figure: a registered pruner, its options, and which weights it prunes.
+
+    ``start="dense"`` prunes the dense fine-tuned model and fine-tunes again (after training);
+    ``start="pretrained"`` prunes the pre-trained (or freshly initialised) weights before/while fine-tuning.
+    """
+
+    label: str
+    pruner: str
+    start: Start
+    family: Family
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("lth", "imp", "pretrained", "after", {"rewind": "init"}),
+    MethodSpec("gmp", "gmp", "pretrained", "during"),
+    MethodSpec("omp-after", "omp", "dense", "after"),
+    MethodSpec("obert-after", "obert", "dense", "after"),
+    MethodSpec("random-after", "random", "dense", "after"),
+    MethodSpec("omp-before", "omp", "pretrained", "before"),
+    MethodSpec("random-before", "random", "pretrained", "before"),
+    MethodSpec("snip", "snip", "pretrained", "before"),
+    MethodSpec("omp+rigl", "rigl", "pretrained", "before", {"init": "magnitude"}),
+)
+
+
+def method_by_label(label: str, methods: Sequence[MethodSpec] = DEFAULT_METHODS) -> MethodSpec:
+    """The default method called ``label``, or a clear error listing them."""
+    for spec in methods:
+        if spec.label == label:
+            return spec
+    raise ConfigError(f"Unknown SMC method {label!r}; the methods are: {', '.join(m.label for m in methods)}.")
+
+
+@dataclass
+class GridSettings:
+    """How long each run trains and how often schedules update."""
+
+    epochs: int = 4
+    retrain_epochs: int = 2
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+
+
+def _train_config(epochs: int, seed: int, task: SmcTask, device: str) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=task.batch_size, seed=seed, device=device, progress=False, checkpoint=False)
+
+
+def _steps(task: SmcTask, epochs: int) -> int:
+    return -(-len(task.bundle.train) // task.batch_size) * epochs  # type: ignore[arg-type]
+
+
+def _scheduled_options(spec: MethodSpec, total_steps: int) -> dict[str, Any]:
+    """ΔT scaled to the run: GMP prunes ~40 times over its window, RigL/SET update ~16 times."""
+    if spec.pruner == "gmp":
+        return {"update_every": max(1, total_steps // 40)}
+    if spec.pruner in ("rigl", "set"):
+        return {"update_every": max(1, total_steps // 16)}
+    return {}
+
+
+def _test_accuracy(model: nn.Module, task: SmcTask, device: str) -> float:
+    from oral6_core.metrics import evaluate
+
+    return evaluate(model, task.bundle.test, task.bundle.task, device)["accuracy"]  # type: ignore[arg-type]
+
+
+def run_grid(task: SmcTask, methods: Sequence[MethodSpec], sparsities: Sequence[float], settings: GridSettings,
+             log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Train the dense model, then every method at every sparsity, for every seed; returns raw rows."""
+    if not sparsities or any(not 0 < s < 1 for s in sparsities):
+        raise ConfigError(f"Sparsities must lie in (0, 1); got {list(sparsities)}.")
+    for spec in methods:
+        registry.get("pruner", spec.pruner)
+    rows: list[dict[str, Any]] = []
+    dense_acc: list[float] = []
+    for seed in settings.seeds:
+        start_model = task.build(seed)
+        seed_everything(seed)
+        dense = fit(copy.deepcopy(start_model), task.bundle, task.optimizer,
+                    _train_config(settings.epochs, seed, task, settings.device)).model
+        dense_acc.append(_test_accuracy(dense, task, settings.device))
+        log(f"{task.name} seed {seed}: dense accuracy {dense_acc[-1]:.3f}")
+        for spec in methods:
+            rows += _run_method(task, spec, start_model, dense, sparsities, settings, seed)
+            log(f"{task.name} seed {seed}: {spec.label} done")
+    return {"task": task.name, "chance": task.chance, "dense": dense_acc, "rows": rows}
+
+
+def _run_method(task: SmcTask, spec: MethodSpec, start_model: nn.Module, dense: nn.Module,
+                sparsities: Sequence[float], settings: GridSettings, seed: int) -> list[dict[str, Any]]:
+    base = dense if spec.start == "dense" else start_model
+    epochs = settings.retrain_epochs if spec.start == "dense" else settings.epochs
+    probe = registry.create("pruner", spec.pruner, {**spec.options, "sparsity": max(sparsities)})
+    if hasattr(probe, "round_end_callbacks"):
+        return _run_iterative(task, spec, base, epochs, sparsities, settings, seed)
+    rows = []
+    for sparsity in sparsities:
+        total = _steps(task, epochs)
+        pruner = registry.create("pruner", spec.pruner, {**_scheduled_options(spec, total), **spec.options, "sparsity": sparsity})
+        seed_everything(seed)
+        result = fit(copy.deepcopy(base), task.bundle, task.optimizer, _train_config(epochs, seed, task, settings.device),
+                     pruner=pruner)
+        rows.append(_row(task, spec, seed, sparsity, _test_accuracy(result.model, task, settings.device), pruner.sparsity()["overall"]))
+    return rows
+
+
+def _run_iterative(task: SmcTask, spec: MethodSpec, base: nn.Module, epochs: int, sparsities: Sequence[float],
+                   settings: GridSettings, seed: int) -> list[dict[str, Any]]:
+    """One IMP run to the highest sparsity (``epochs`` per round); each round's retrained network is scored at its sparsity."""
+    pruner = registry.create("pruner", spec.pruner, {**spec.options, "sparsity": max(sparsities)})
+    model = copy.deepcopy(base)
+    rounds = pruner.rounds()  # type: ignore[attr-defined]
+    reached: dict[float, tuple[float, float]] = {}
+
+    def score(round_index: int, measured: float) -> None:
+        if round_index > 0:
+            reached[measured] = (_test_accuracy(model, task, settings.device), measured)
+
+    pruner.round_end_callbacks.append(score)  # type: ignore[attr-defined]
+    seed_everything(seed)
+    fit(model, task.bundle, task.optimizer, _train_config(epochs * (rounds + 1), seed, task, settings.device), pruner=pruner)
+    rows = []
+    for sparsity in sparsities:
+        nearest = min(reached, key=lambda s: abs(s - sparsity))
+        if abs(nearest - sparsity) < 1e-3:
+            rows.append(_row(task, spec, seed, sparsity, *reached[nearest]))
+    if not rows:
+        raise ConfigError(
+            f"The rounds of {spec.label!r} reached sparsities {sorted(round(s, 4) for s in reached)}, none of them on the "
+            f"grid {[round(s, 4) for s in sparsities]}; use rate 0.2 so that round k reaches 1 − 0.8^k."
+        )
+    return rows
+
+
+def _row(task: SmcTask, spec: MethodSpec, seed: int, sparsity: float, accuracy: float, measured: float) -> dict[str, Any]:
+    return {"task": task.name, "method": spec.label, "pruner": spec.pruner, "family": spec.family, "seed": seed,
+            "sparsity": round(sparsity, 4), "measured_sparsity": round(measured, 4), "accuracy": accuracy}
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def mean_accuracy(rows: Sequence[dict[str, Any]], method: str, sparsity: float) -> float | None:
+    """Mean test accuracy of ``method`` at ``sparsity`` over seeds (None when not run)."""
+    values = [r["accuracy"] for r in rows if r["method"] == method and abs(r["sparsity"] - sparsity) < 1e-6]
+    return statistics.mean(values) if values else None
+
+
+def held_sparsity(rows: Sequence[dict[str, Any]], method: str, dense: float, chance: float, keep: float = 0.9) -> float:
+    """Highest sparsity up to which ``method`` keeps ≥ ``keep`` of the dense gain over chance at every grid point."""
+    held = 0.0
+    for sparsity in sorted({r["sparsity"] for r in rows if r["method"] == method}):
+        acc = mean_accuracy(rows, method, sparsity)
+        if acc is None or (acc - chance) < keep * (dense - chance):
+            break
+        held = sparsity
+    return held
+
+
+def summarise(results: dict[str, Any], methods: Sequence[MethodSpec]) -> tuple[list[dict[str, Any]], str]:
+    """Rows ``method × sparsity`` (mean ± std accuracy in %) and the markdown table of them."""
+    rows, chance = results["rows"], results["chance"]
+    dense = statistics.mean(results["dense"])
+    sparsities = sorted({r["sparsity"] for r in rows})
+    table, summary = [], []
+    for spec in methods:
+        line: dict[str, Any] = {"method": spec.label, "family": spec.family}
+        for s in sparsities:
+            values = [r["accuracy"] for r in rows if r["method"] == spec.label and abs(r["sparsity"] - s) < 1e-6]
+            line[f"{s:.3f}"] = _mean_std(values)
+            if values:
+                summary.append({"task": results["task"], "method": spec.label, "family": spec.family, "sparsity": s,
+                                "accuracy_mean": statistics.mean(values),
+                                "accuracy_std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values)})
+        line["held"] = f"{held_sparsity(rows, spec.label, dense, chance):.3f}"
+        table.append(line)
+    note = (f"Test accuracy (%) on the {results['task']} task, mean ± std over {len(results['dense'])} seed(s); "
+            f"dense {_mean_std(results['dense'])}, chance {100 * chance:.1f}. `held`: highest sparsity up to which "
+            f"the method keeps ≥ 90% of the dense model's gain over chance.\n\n")
+    return summary, note + markdown_table(table)
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def plot(results: dict[str, Any], methods: Sequence[MethodSpec], path: Path) -> Path:
+    """Accuracy vs sparsity, one line per method, with the dense and chance levels (the paper's figure)."""
+    fig, ax = new_figure(figsize=(7, 4.5))
+    rows = results["rows"]
+    styles = {"after": "-", "during": "--", "before": ":"}
+    for spec in methods:
+        points = sorted({r["sparsity"] for r in rows if r["method"] == spec.label})
+        means = [100 * mean_accuracy(rows, spec.label, s) for s in points]  # type: ignore[operator]
+        ax.plot(points, means, styles[spec.family], marker="o", ms=3, label=f"{spec.label} ({spec.family})")
+    ax.axhline(100 * statistics.mean(results["dense"]), color="black", lw=1, label="dense")
+    ax.axhline(100 * results["chance"], color="grey", lw=1, ls="-.", label="chance")
+    ax.set_xlabel("sparsity (1 − 0.8^k)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"SMC harness: {results['task']} task")
+    ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+def write_outputs(results: dict[str, Any], methods: Sequence[MethodSpec], out_dir: Path) -> tuple[list[dict[str, Any]], str, list[Path]]:
+    """Write ``<task>-runs.json`` and ``<task>.png``; return the summary rows, markdown and files."""
+    summary, markdown = summarise(results, methods)
+    runs = out_dir / f"smc-{results['task']}-runs.json"
+    write_json(results, runs)
+    figure = plot(results, methods, out_dir / f"smc-{results['task']}.png")
+    return summary, markdown, [runs, figure]
