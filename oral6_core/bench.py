@@ -40,13 +40,21 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, name: str, markdown: str) -> None:
-    """Replace the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in ``readme``."""
+def update_readme(readme: Path, name: str, markdown: str, figures: Sequence[Path] = ()) -> None:
+    """Replace the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in ``readme``.
+
+    PNG ``figures`` are copied to the README's ``docs/`` folder and shown below the table.
+    """
     text = readme.read_text()
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
         raise Oral6Error(f"{readme} has no section {start} ... {end} to write the {name} results into.")
+    for figure in (f for f in figures if f.suffix == ".png"):
+        target = Path("docs") / (figure.name if figure.name.startswith(name) else f"{name}-{figure.name}")
+        with atomic_open(readme.parent / target, "wb") as handle:
+            handle.write(figure.read_bytes())
+        markdown = f"{markdown.strip()}\n\n![{figure.stem}]({target.as_posix()})"
     write_text(pattern.sub(lambda _: f"{start}\n{markdown.strip()}\n{end}", text), readme)
 
 
@@ -83,5 +91,5 @@ def run_benchmark(name: str, out_dir: Path, quick: bool = False, options: dict[s
     if update_readme_file:
         if type(bench).readme is None:
             raise Oral6Error(f"Benchmark {name!r} does not name a README to update.")
-        update_readme(type(bench).readme, name, result.markdown)  # type: ignore[arg-type]
+        update_readme(type(bench).readme, name, result.markdown, [f for f in result.files if f.parent == out_dir])  # type: ignore[arg-type]
     return result

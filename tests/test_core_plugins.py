@@ -86,3 +86,16 @@ def test_a_plugin_that_fails_to_import_is_skipped_and_reported(monkeypatch):
     finally:
         monkeypatch.undo()
         plugins.reset()
+
+
+def test_update_readme_rewrites_only_its_section_and_copies_figures(tmp_path):
+    from oral6_core.bench import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:demo -->\nold\n<!-- /bench:demo -->\noutro\n")
+    figure = tmp_path / "out" / "curve.png"
+    figure.parent.mkdir()
+    figure.write_bytes(b"\x89PNG")
+    update_readme(readme, "demo", "| a |\n|---|\n| 1 |\n", [figure])
+    assert readme.read_text() == "intro\n<!-- bench:demo -->\n| a |\n|---|\n| 1 |\n\n![curve](docs/demo-curve.png)\n<!-- /bench:demo -->\noutro\n"
+    assert (tmp_path / "docs" / "demo-curve.png").read_bytes() == b"\x89PNG"
