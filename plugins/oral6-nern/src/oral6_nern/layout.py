@@ -1,0 +1,117 @@
+"""Which conv weights are represented, and how predicted kernels map onto them."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from oral6_core.errors import ConfigError, ShapeError
+
+from .encoding import kernel_coordinates
+from .permutations import inverse_permutation
+from .predictor import KERNEL
+
+
+@dataclass(frozen=True)
+class RepresentedLayer:
+    """A represented conv weight: its parameter name and shape (F, C, k, k) with k ∈ {1, 3}."""
+
+    name: str
+    shape: tuple[int, int, int, int]
+
+    @property
+    def kernels(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+
+def select_layers(model: nn.Module, patterns: list[str]) -> list[RepresentedLayer]:
+    """The conv layers whose module name matches one of the shell-style ``patterns``, in module order."""
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    chosen = [(name, m) for name, m in convs if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    if not chosen:
+        raise ConfigError(
+            f"No conv layer matches representation.layers={patterns}. The model's conv layers are: "
+            f"{', '.join(n for n, _ in convs) or 'none'}; pass shell-style patterns such as [\"layer*.*.conv*\"]."
+        )
+    layers = []
+    for name, module in chosen:
+        if module.kernel_size not in ((1, 1), (KERNEL, KERNEL)):
+            raise ConfigError(
+                f"Layer {name!r} has {module.kernel_size} kernels; NeRN predicts 3×3 kernels (1×1 layers take the "
+                f"centre). Leave it out of representation.layers: it is then stored as it is."
+            )
+        layers.append(RepresentedLayer(f"{name}.weight", tuple(module.weight.shape)))  # type: ignore[arg-type]
+    return layers
+
+
+class WeightLayout:
+    """Represented layers with their permutations: query coordinates, targets, and weight assembly.
+
+    Global row ``g`` (layer l, rank r) is queried at coordinate (l, r // C, r % C) and predicts the kernel
+    in slot ``perm_l[r]`` of layer l.
+    """
+
+    def __init__(self, layers: list[RepresentedLayer], permutations: list[Tensor]) -> None:
+        if len(layers) != len(permutations):
+            raise ShapeError(f"{len(layers)} represented layers but {len(permutations)} permutations.")
+        for layer, perm in zip(layers, permutations):
+            if perm.shape != (layer.kernels,):
+                raise ShapeError(f"The permutation of {layer.name} has shape {tuple(perm.shape)}, expected ({layer.kernels},).")
+        self.layers = layers
+        self.permutations = [p.long() for p in permutations]
+        self.inverses = [inverse_permutation(p) for p in self.permutations]
+        self.offsets = [0]
+        for layer in layers:
+            self.offsets.append(self.offsets[-1] + layer.kernels)
+
+    @property
+    def num_kernels(self) -> int:
+        return self.offsets[-1]
+
+    def represented_parameters(self) -> int:
+        """Number of weights the predictor stands for (1×1 kernels count one each)."""
+        return sum(torch.Size(layer.shape).numel() for layer in self.layers)
+
+    def to(self, device: torch.device | str) -> "WeightLayout":
+        """Move the permutations to ``device``."""
+        return WeightLayout(self.layers, [p.to(device) for p in self.permutations])
+
+    def coordinates(self) -> Tensor:
+        """Query coordinates of every global row, (N, 3), on the permutations' device."""
+        device = self.permutations[0].device
+        return kernel_coordinates([layer.shape[:2] for layer in self.layers], device)
+
+    def targets(self, weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Original kernels by global row, padded to 3×3 (1×1 in the centre), and the mask of real entries."""
+        rows, masks = [], []
+        for layer, perm in zip(self.layers, self.permutations):
+            w = weights[layer.name].detach().reshape(layer.kernels, layer.shape[2], layer.shape[3])[perm]
+            if layer.shape[2] == 1:
+                padded = w.new_zeros(layer.kernels, KERNEL, KERNEL)
+                padded[:, 1:2, 1:2] = w
+                mask = torch.zeros_like(padded, dtype=torch.bool)
+                mask[:, 1, 1] = True
+                w = padded
+            else:
+                mask = torch.ones_like(w, dtype=torch.bool)
+            rows.append(w)
+            masks.append(mask)
+        return torch.cat(rows), torch.cat(masks)
+
+    def assemble(self, predictions: Tensor) -> dict[str, Tensor]:
+        """Conv weights from row predictions (N, 3, 3): W_l[perm_l[r]] = P[offset_l + r]; 1×1 layers keep the centre.
+
+        Differentiable (a gather by the inverse permutation), so losses on the network reach the predictor.
+        """
+        if predictions.shape != (self.num_kernels, KERNEL, KERNEL):
+            raise ShapeError(f"Expected predictions of shape ({self.num_kernels}, 3, 3), got {tuple(predictions.shape)}.")
+        weights = {}
+        for layer, inv, start, end in zip(self.layers, self.inverses, self.offsets[:-1], self.offsets[1:]):
+            kernels = predictions[start:end][inv]
+            if layer.shape[2] == 1:
+                kernels = kernels[:, 1:2, 1:2]
+            weights[layer.name] = kernels.reshape(layer.shape)
+        return weights

@@ -1,0 +1,161 @@
+"""The ``nern`` representation component: fit, reconstruct, size, save and load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from oral6_core.components import Representation
+from oral6_core.config import ComponentConfig
+from oral6_core.data import DataBundle
+from oral6_core.errors import CheckpointError, ShapeError
+from oral6_core.io import load_torch, save_torch
+
+from .architecture import build_architecture, check_same_structure, describe_architecture
+from .fitting import distillation_inputs, train_predictor
+from .layout import RepresentedLayer, WeightLayout, select_layers
+from .permutations import layer_permutation
+from .predictor import KernelPredictor
+
+FORMAT = "oral6-nern/1"
+
+
+class NeRNConfig(ComponentConfig):
+    hidden: int = Field(160, ge=1, description="Width h of the predictor's hidden layers.")
+    depth: int = Field(5, ge=2, description="Linear layers in the predictor (the paper uses 5).")
+    levels: int = Field(40, ge=1, description="Frequencies L of the positional encoding (6L inputs).")
+    base: float = Field(0.76, gt=0, description="Base b of the encoding's frequencies π·b^k.")
+    permutation: Literal["none", "infilter", "crossfilter"] = Field("crossfilter", description="Kernel ordering for smoothness.")
+    layers: list[str] = Field(["layer*.*.conv*"], description="Shell patterns of the conv modules to represent (default: the residual blocks' convs); the rest are stored as they are.")
+    steps: int = Field(1000, ge=1, description="Optimisation steps.")
+    warmup_steps: int = Field(0, ge=0, description="First steps with the reconstruction loss only.")
+    lr: float = Field(5e-3, gt=0, description="Initial learning rate of Ranger (RAdam + Lookahead).")
+    final_lr: float = Field(1e-6, ge=0, description="Learning rate at the end of the cosine decay.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the predictor's gradient norm to this value (None: no clipping).")
+    lookahead_k: int = Field(6, ge=1, description="Lookahead synchronisation period.")
+    lookahead_alpha: float = Field(0.5, gt=0, le=1, description="Lookahead step toward the fast weights.")
+    kernel_batch: int = Field(4096, ge=1, description="Kernels per reconstruction-loss batch.")
+    uniform_prob: float = Field(0.8, ge=0, le=1, description="Probability of a uniform kernel batch (else sampled ∝ kernel norm).")
+    distill_weight: float = Field(1e-4, ge=0, description="Weight of the output (KL) distillation loss.")
+    attention_weight: float = Field(1e-4, ge=0, description="Weight of the attention feature-map loss.")
+    batch_size: int = Field(64, ge=1, description="Images per distillation batch.")
+    noise_size: int = Field(32, ge=1, description="Side of the noise images used without data (and the recorded input size).")
+    log_every: int = Field(50, ge=1, description="Log the losses every this many steps.")
+    seed: int = Field(0, description="Seed of the predictor's initialisation and of all sampling.")
+    model: str | None = Field(None, description="Model builder that rebuilds the network (inferred for resnet20).")
+    model_options: dict[str, Any] = Field(default_factory=dict, description="Options of that model builder.")
+
+
+class NeRN(Representation):
+    """NeRN: an MLP maps each kernel's (layer, filter, channel) coordinate to the 3×3 kernel."""
+
+    name = "nern"
+    Config = NeRNConfig
+    citation = ("Ashkenazi, Rimon, Vainshtein, Levi, Richardson, Mintz, Treister. NeRN: Learning Neural "
+                "Representations for Neural Networks. ICLR 2023.")
+
+    def __init__(self, config: NeRNConfig | None = None) -> None:
+        super().__init__(config)
+        self.predictor: KernelPredictor | None = None
+        self.layout: WeightLayout | None = None
+        self.architecture: dict[str, Any] = {}
+        self.stored: dict[str, torch.Tensor] = {}
+        self.history: list[dict[str, float]] = []
+
+    def _new_predictor(self, device: torch.device | str) -> KernelPredictor:
+        c = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            predictor = KernelPredictor(c.hidden, c.levels, c.base, c.depth)
+        return predictor.to(device)
+
+    def prepare(self, model: nn.Module) -> None:
+        """Choose the represented layers, compute their permutations and record everything else."""
+        c = self.config
+        self.architecture = describe_architecture(model, c.model, c.model_options, c.noise_size)
+        check_same_structure(build_architecture(self.architecture), model, self.architecture)
+        device = next(model.parameters()).device
+        layers = select_layers(model, c.layers)
+        params = dict(model.named_parameters())
+        self.layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), c.permutation) for l in layers])
+        represented = {l.name for l in layers}
+        self.stored = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in represented}
+        self.predictor = self._new_predictor(device)
+
+    def fit(self, model: nn.Module, data: DataBundle | None) -> None:
+        """Fit the predictor to ``model``'s weights, distilling on ``data`` (or on noise when None)."""
+        self.prepare(model)
+        c = self.config
+        device = next(model.parameters()).device
+        inputs = distillation_inputs(model, data, c.batch_size, c.noise_size, c.seed, device)
+        self.history = train_predictor(self.predictor, self.layout, model, inputs, c)  # type: ignore[arg-type]
+
+    def to(self, device: torch.device | str) -> "NeRN":
+        """Move the predictor, permutations and stored parameters to ``device``."""
+        predictor, layout = self._require_fitted()
+        predictor.to(device)
+        self.layout = layout.to(device)
+        self.stored = {k: v.to(device) for k, v in self.stored.items()}
+        return self
+
+    def _require_fitted(self) -> tuple[KernelPredictor, WeightLayout]:
+        if self.predictor is None or self.layout is None:
+            raise CheckpointError("This NeRN representation is empty: call fit(model, data) or load(path) first.")
+        return self.predictor, self.layout
+
+    @torch.no_grad()
+    def predicted_weights(self) -> dict[str, torch.Tensor]:
+        """Every represented conv weight as the predictor reconstructs it."""
+        predictor, layout = self._require_fitted()
+        return layout.assemble(predictor(layout.coordinates()))
+
+    @torch.no_grad()
+    def reconstruct(self) -> nn.Module:
+        """Rebuild the network from the architecture reference, the stored parameters and the predictor."""
+        predictor, _ = self._require_fitted()
+        device = next(predictor.parameters()).device
+        net = build_architecture(self.architecture).to(device)
+        net.load_state_dict({**self.stored, **self.predicted_weights()})
+        return net.eval()
+
+    def num_parameters(self) -> int:
+        predictor, _ = self._require_fitted()
+        return sum(p.numel() for p in predictor.parameters())
+
+    def represented_parameters(self) -> int:
+        _, layout = self._require_fitted()
+        return layout.represented_parameters()
+
+    def save(self, path: Path) -> None:
+        """One file: predictor, permutations, represented layers, stored parameters and the architecture reference."""
+        predictor, layout = self._require_fitted()
+        save_torch({
+            "format": FORMAT,
+            "config": self.config.model_dump(mode="json"),
+            "predictor": {k: v.cpu() for k, v in predictor.state_dict().items()},
+            "layers": [(l.name, list(l.shape)) for l in layout.layers],
+            "permutations": [p.to(torch.int32).cpu() for p in layout.permutations],
+            "stored": {k: v.cpu() for k, v in self.stored.items()},
+            "architecture": self.architecture,
+        }, path)
+
+    def load(self, path: Path) -> None:
+        """Read a file written by ``save``; the network can then be reconstructed without the original weights."""
+        saved = load_torch(path)
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a NeRN representation (expected format {FORMAT!r}); write one with `oral6 represent --method nern`.")
+        self.config = self.Config(**saved["config"])
+        layers = [RepresentedLayer(name, tuple(shape)) for name, shape in saved["layers"]]  # type: ignore[arg-type]
+        try:
+            self.layout = WeightLayout(layers, [p.long() for p in saved["permutations"]])
+        except ShapeError as exc:
+            raise CheckpointError(f"{path} is corrupt: {exc}") from None
+        self.predictor = self._new_predictor("cpu")
+        self.predictor.load_state_dict(saved["predictor"])
+        self.predictor.eval()
+        self.stored = saved["stored"]
+        self.architecture = saved["architecture"]

@@ -1,0 +1,56 @@
+"""The benchmark in quick mode and the command line end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from typer.testing import CliRunner
+
+from oral6_core.bench import run_benchmark
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain(text: str) -> str:
+    return " ".join(ANSI.sub("", text).split())
+
+
+def test_benchmark_quick_writes_its_files_and_rows(tmp_path):
+    result = run_benchmark("nern-resnet20", tmp_path, quick=True)
+    for path in result.files:
+        assert path.is_file() and path.stat().st_size > 0
+    assert (tmp_path / "nern_resnet20.png") in result.files
+    main = [r for r in result.rows if r["table"] == "main"]
+    assert [r["run"] for r in main] == ["h=8", "h=12", "h=16", "ablation: no permutation", "ablation: infilter",
+                                        "ablation: reconstruction only"]
+    assert all(0 <= r["reconstructed_acc"] <= 1 and r["ratio"] > 0 for r in main)
+    assert len([r for r in result.rows if r["table"] == "importance"]) == 3
+    assert len(result.claims) == 7 and "| h=8 |" in result.markdown
+    assert json.loads((tmp_path / "results.json").read_text())["claims"] == result.claims
+
+
+def test_represent_and_importance_commands(tmp_path):
+    from oral6_core.cli import app
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--model", "resnet20", "--dataset", "shapes32", "--optimizer", "adam", "--epochs", "1",
+                                  "--set", "model.width=2", "--set", "dataset.num_samples=120", "--out", str(run)])
+    assert trained.exit_code == 0, plain(trained.output)
+    sets = ["hidden=8", "levels=4", "steps=4", "batch_size=8", "kernel_batch=128"]
+    represented = runner.invoke(app, ["represent", "--method", "nern", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(run),
+                                      *[a for s in sets for a in ("--set", f"representation.{s}")]])
+    text = plain(represented.output)
+    assert represented.exit_code == 0, text
+    assert "reconstructed accuracy" in text and "compression ratio" in text
+    saved = run / "nern-representation.pt"
+    assert saved.is_file()
+    out = tmp_path / "importance.json"
+    result = runner.invoke(app, ["nern", "importance", "--representation", str(saved), "--checkpoint", str(run / "checkpoint.pt"),
+                                 "--sparsity", "0.2", "--out", str(out)])
+    assert result.exit_code == 0, plain(result.output)
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["criterion"] for r in rows} == {"reconstruction-error", "magnitude", "random"}
+    bad = runner.invoke(app, ["nern", "importance", "--representation", str(run / "checkpoint.pt"), "--checkpoint", str(run / "checkpoint.pt")])
+    assert bad.exit_code == 2 and "not a NeRN representation" in plain(bad.output)

@@ -1,0 +1,128 @@
+"""The ``nern`` component end to end: fit, reconstruct, save/load, data-free fitting, importance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from oral6_core import registry
+from oral6_core.components import Task
+from oral6_core.data import ArrayDataset, DataBundle
+from oral6_core.errors import CheckpointError, ConfigError
+from oral6_core.testing import check_component
+from oral6_nern import NeRN
+from oral6_nern.importance import prune_highest, pruning_scores, relative_errors
+
+FAST = {"hidden": 12, "levels": 6, "steps": 12, "kernel_batch": 64, "batch_size": 8, "log_every": 4, "noise_size": 8}
+
+
+def tiny_bundle() -> DataBundle:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 3, 8, 8, generator=g), torch.randint(0, 4, (48,), generator=g)
+    data = ArrayDataset(x, y)
+    return DataBundle("tiny", data, None, data, Task("categorical", 4, (3, 8, 8)))
+
+
+def tiny_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return registry.create("model", "resnet20", {"width": 2}).build((3, 8, 8), 4).eval()
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[NeRN, nn.Module]:
+    net = tiny_resnet()
+    rep = registry.create("representation", "nern", FAST)
+    rep.fit(net, tiny_bundle())
+    return rep, net
+
+
+def test_conforms():
+    check_component("representation", "nern")
+
+
+def test_fit_learns_and_reports_sizes(fitted):
+    rep, net = fitted
+    assert rep.history[-1]["rec"] < rep.history[0]["rec"]
+    assert {"rec", "kd", "fmap"} <= set(rep.history[-1])
+    represented = sum(p.numel() for n, p in net.named_parameters() if n.startswith("layer") and ".conv" in n)
+    assert rep.represented_parameters() == represented
+    assert rep.num_parameters() == sum(p.numel() for p in rep.predictor.parameters())
+
+
+def test_reconstruct_keeps_stored_parameters_and_uses_predictions(fitted):
+    rep, net = fitted
+    rebuilt = rep.reconstruct()
+    original, new = net.state_dict(), rebuilt.state_dict()
+    predicted = rep.predicted_weights()
+    for key, value in original.items():
+        if key in predicted:
+            assert torch.equal(new[key], predicted[key])
+        else:
+            assert torch.equal(new[key], value), key
+    assert not rebuilt.training
+
+
+def test_save_load_gives_identical_reconstruction_without_the_original(fitted, tmp_path):
+    rep, _ = fitted
+    path = tmp_path / "rep.pt"
+    rep.save(path)
+    fresh = NeRN()
+    fresh.load(path)
+    assert fresh.config == rep.config
+    a, b = rep.reconstruct().state_dict(), fresh.reconstruct().state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(rep.reconstruct()(x), fresh.reconstruct()(x))
+
+
+def test_data_free_fit_uses_noise_and_reconstruction_only_skips_the_network():
+    net = tiny_resnet()
+    rep = registry.create("representation", "nern", {**FAST, "permutation": "infilter", "steps": 4})
+    rep.fit(net, None)
+    assert "kd" in rep.history[-1] and torch.isfinite(torch.tensor(rep.history[-1]["loss"]))
+    rec_only = registry.create("representation", "nern", {**FAST, "steps": 4, "distill_weight": 0, "attention_weight": 0})
+    rec_only.fit(net, None)
+    assert set(rec_only.history[-1]) == {"step", "loss", "rec"}
+    warm = registry.create("representation", "nern", {**FAST, "steps": 8, "warmup_steps": 4})
+    warm.fit(net, None)
+    assert "kd" not in warm.history[0] and "kd" in warm.history[-1]
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="call fit"):
+        NeRN().reconstruct()
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"model": {}}, bogus)
+    with pytest.raises(CheckpointError, match="not a NeRN representation"):
+        NeRN().load(bogus)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        NeRN().load(tmp_path / "missing.pt")
+    foreign = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ConfigError, match="representation.model"):
+        registry.create("representation", "nern", FAST).fit(foreign, None)
+    with pytest.raises(ConfigError, match="does not rebuild"):
+        registry.create("representation", "nern", {**FAST, "model": "resnet20", "model_options": {"width": 3}}).fit(tiny_resnet(), None)
+    with pytest.raises(ConfigError, match="permutation"):
+        registry.create("representation", "nern", {"permutation": "sorted"})
+
+
+def test_pruning_criteria_remove_the_intended_weights(fitted):
+    rep, net = fitted
+    predicted = rep.predicted_weights()
+    params = dict(net.named_parameters())
+    original = {k: params[k].detach() for k in predicted}
+    errors = relative_errors(original, predicted)
+    total = sum(e.numel() for e in errors.values())
+    for criterion in ("reconstruction-error", "magnitude", "random"):
+        pruned = dict(prune_highest(net, pruning_scores(criterion, original, predicted), 0.3).named_parameters())
+        zeros = sum((pruned[k] == 0).sum().item() for k in predicted)
+        assert zeros == round(0.3 * total)
+        if criterion == "magnitude":
+            kept = torch.cat([pruned[k].detach().abs().flatten() for k in predicted])
+            assert kept[kept > 0].min() >= torch.cat([o.abs().flatten() for o in original.values()]).kthvalue(round(0.3 * total)).values
+        if criterion == "reconstruction-error":
+            flat_err = torch.cat([errors[k].flatten() for k in predicted])
+            flat_zero = torch.cat([(pruned[k] == 0).flatten() for k in predicted])
+            assert flat_err[flat_zero].min() >= flat_err[~flat_zero].max()
+    assert torch.equal(dict(net.named_parameters())["layer1.0.conv1.weight"], params["layer1.0.conv1.weight"])
