@@ -24,7 +24,7 @@ from . import distributed, registry
 from .components import Batch, OptimizerFactory, Pruner, Regularizer, TrainContext
 from .config import RunConfig, TrainConfig
 from .data import BatchLoader, DataBundle
-from .errors import CheckpointError, NonFiniteLossError, ShapeError
+from .errors import CheckpointError, ConfigError, NonFiniteLossError, ShapeError
 from .io import append_jsonl, load_torch, save_torch, write_json
 from .metrics import evaluate
 from .models import FeaturesAndLogits
@@ -51,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ShapeError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu or auto.")
+            raise ConfigError("The device cuda was asked for, but no CUDA GPU is available; use cpu or auto.")
         return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
 

@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
 from . import registry
 from .components import BlackBox, SearchTask

@@ -3,14 +3,13 @@
 import json
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from oral6_core.components import Adapter, Candidate, DatasetSource, Environment, GenerativeModel, Predictor, Representation, Task
-from oral6_core.data import ArrayDataset, BatchLoader, DataBundle
+from oral6_core.data import ArrayDataset, DataBundle
 from oral6_core.hookspecs import hookimpl
 from oral6_core.io import load_torch, save_torch
 from oral6_core.models.nets import MLP

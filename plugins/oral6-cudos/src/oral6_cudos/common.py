@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 from oral6_core.components import Environment, GenerativeModel
 from oral6_core.config import ComponentConfig
-from oral6_core.errors import CheckpointError, ConfigError, DataError, ShapeError
+from oral6_core.errors import CheckpointError, DataError, ShapeError
 from oral6_core.io import load_torch, save_torch
+from oral6_core.training import resolve_device
 
 from .networks import ConvDecoder, ConvEncoder
 
@@ -45,9 +46,7 @@ class StreamVAE(GenerativeModel):
     def __init__(self, config: ComponentConfig | None = None) -> None:
         super().__init__(config)
         c = self.config
-        self.device = torch.device("cuda" if c.device == "cuda" or (c.device == "auto" and torch.cuda.is_available()) else "cpu")
-        if c.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("model.device=cuda but no CUDA device is available; use model.device=cpu or auto.")
+        self.device = resolve_device(c.device)
         self.image_shape: tuple[int, ...] | None = None
         self.environments_done = 0
         self.global_step = 0

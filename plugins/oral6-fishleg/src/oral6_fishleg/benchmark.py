@@ -20,7 +20,7 @@ from oral6_core.components import Benchmark, BenchResult, OptimizerFactory, Task
 from oral6_core.config import ComponentConfig, TrainConfig
 from oral6_core.data import DataBundle
 from oral6_core.errors import NonFiniteLossError
-from oral6_core.training import fit, seed_everything
+from oral6_core.training import fit, resolve_device, seed_everything
 from pydantic import Field
 from torch import nn
 
@@ -141,7 +141,7 @@ class FishLegAutoencoderBenchmark(Benchmark):
         return row, histories[0]
 
     def _timing_rows(self, c: FishLegAutoencoderConfig) -> list[dict[str, Any]]:
-        device = torch.device("cuda" if c.device == "auto" and torch.cuda.is_available() else "cpu")
+        device = resolve_device(c.device)
         x = autoencoder_bundle("digits").train.x.to(device)
         likelihood = BernoulliLikelihood()
         out = []
