@@ -301,6 +301,9 @@ class GenerativeModel(Component):
 class Representation(Component):
     """A neural representation of a trained network's weights."""
 
+    def set_source(self, builder: str, options: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+        """Called before ``fit`` with the model builder (name, options) and input shape that made the network."""
+
     def fit(self, model: nn.Module, data: "DataBundle | None") -> None:
         raise NotImplementedError
 

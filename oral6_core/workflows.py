@@ -159,6 +159,7 @@ def represent(method: str, checkpoint: Path, model_name: str | None, use_data: b
     bundle = _load_bundle(run.get("dataset", "digits"), (run.get("options") or {}).get("dataset"), seed)
     test = bundle.test if bundle.test is not None else bundle.val
     original = evaluate(net, test, bundle.task, dev)["accuracy"]  # type: ignore[arg-type]
+    rep.set_source(model_name or run["model"], dict((run.get("options") or {}).get("model") or {}), bundle.input_shape)
     started = time.perf_counter()
     rep.fit(net, bundle if use_data else None)
     rebuilt = rep.reconstruct().to(dev)

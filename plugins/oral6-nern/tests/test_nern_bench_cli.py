@@ -54,3 +54,19 @@ def test_represent_and_importance_commands(tmp_path):
     assert {r["criterion"] for r in rows} == {"reconstruction-error", "magnitude", "random"}
     bad = runner.invoke(app, ["nern", "importance", "--representation", str(run / "checkpoint.pt"), "--checkpoint", str(run / "checkpoint.pt")])
     assert bad.exit_code == 2 and "not a NeRN representation" in plain(bad.output)
+
+
+def test_represent_learns_the_builder_of_any_model_from_the_checkpoint(tmp_path):
+    from oral6_core.cli import app
+    from oral6_core.io import load_torch
+
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--model", "cnn", "--set", "model.channels=[4,6]", "--epochs", "1", "--no-progress",
+                                  "--out", str(tmp_path)])
+    assert trained.exit_code == 0, plain(trained.output)
+    sets = ["hidden=8", "levels=4", "steps=2", "batch_size=8", "kernel_batch=64", "layers=[\"body.*\"]"]
+    represented = runner.invoke(app, ["represent", "--method", "nern", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--no-data",
+                                      *[a for s in sets for a in ("--set", f"representation.{s}")]])
+    assert represented.exit_code == 0, plain(represented.output)
+    saved = load_torch(tmp_path / "nern-representation.pt")
+    assert "cnn" in repr(saved) and "[4, 6]" in repr(saved) and "8, 8" in repr(saved)

@@ -46,7 +46,7 @@ class NeRNConfig(ComponentConfig):
     noise_size: int = Field(32, ge=1, description="Side of the noise images used without data (and the recorded input size).")
     log_every: int = Field(50, ge=1, description="Log the losses every this many steps.")
     seed: int = Field(0, description="Seed of the predictor's initialisation and of all sampling.")
-    model: str | None = Field(None, description="Model builder that rebuilds the network (inferred for resnet20).")
+    model: str | None = Field(None, description="Model builder that rebuilds the network (default: the one `oral6 represent` reads from the checkpoint; inferred for resnet20).")
     model_options: dict[str, Any] = Field(default_factory=dict, description="Options of that model builder.")
 
 
@@ -85,6 +85,14 @@ class NeRN(Representation):
         represented = {l.name for l in layers}
         self.stored = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in represented}
         self.predictor = self._new_predictor(device)
+
+    def set_source(self, builder: str, options: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+        """Record how the network was built (unless representation.model is set) and size noise images like its inputs."""
+        c = self.config
+        if c.model is None:
+            c.model, c.model_options = builder, dict(options)
+        if len(input_shape) == 3 and "noise_size" not in c.model_fields_set:
+            c.noise_size = input_shape[-1]
 
     def fit(self, model: nn.Module, data: DataBundle | None) -> None:
         """Fit the predictor to ``model``'s weights, distilling on ``data`` (or on noise when None)."""
