@@ -189,9 +189,10 @@ def print_run(result: Any) -> None:
     console.print(table)
     s = result.summary
     lines = [f"parameters {s['parameters']:,}", f"{s['steps']} steps in {s['train_seconds']:.1f}s"]
-    if "selected_by_val" in s:
-        sel = s["selected_by_val"]
-        lines.append(f"best val accuracy {sel['val_accuracy']:.4f} at epoch {sel['epoch']} (test {sel['test_accuracy']:.4f})")
+    for key, sel in s.items():
+        if key.startswith("selected_by_") and sel.get("test_accuracy") is not None:
+            split = key.removeprefix("selected_by_")
+            lines.append(f"best {split} accuracy {sel[f'{split}_accuracy']:.4f} at epoch {sel['epoch']} (test {sel['test_accuracy']:.4f})")
     if "sparsity" in s:
         lines.append(f"sparsity {s['sparsity']['overall']:.4f}")
     if result.out_dir is not None:

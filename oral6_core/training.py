@@ -216,8 +216,8 @@ def fit(
             elapsed += time.perf_counter() - t0
             row = {"epoch": epoch + 1, "step": step, "train_loss": monitor.mean(),
                    "lr": opt.param_groups[0]["lr"], "time": elapsed}
-            for split in ("val", "test"):
-                data = getattr(bundle, split)
+            splits = {"val": bundle.val, "test": bundle.test, **bundle.extra_splits}
+            for split, data in splits.items():
                 if data is not None:
                     row.update({f"{split}_{k}": v for k, v in evaluate(model, data, task, device, train.eval_batch_size).items()})
             if pruner is not None:
@@ -236,7 +236,7 @@ def fit(
                 progress.update(bar, completed=step)  # type: ignore[union-attr]
     if pruner is not None:
         pruner.on_train_end()
-    summary = _summarise(history, model, pruner, elapsed, step, describe)
+    summary = _summarise(history, model, pruner, elapsed, step, describe, ["val", *bundle.extra_splits])
     if dist.world_size > 1:
         final_loss = history[-1].get("test_loss", history[-1]["train_loss"]) if history else 0.0
         summary["distributed"] = {"world_size": dist.world_size, "ranks_agree": distributed.agree(final_loss)}
@@ -292,15 +292,17 @@ class _LossMonitor:
         )
 
 
-def _summarise(history: list[dict[str, Any]], model: nn.Module, pruner: Pruner | None, elapsed: float, steps: int, describe: dict[str, Any] | None) -> dict[str, Any]:
+def _summarise(history: list[dict[str, Any]], model: nn.Module, pruner: Pruner | None, elapsed: float, steps: int,
+               describe: dict[str, Any] | None, selection_splits: list[str]) -> dict[str, Any]:
     final = dict(history[-1]) if history else {}
     summary: dict[str, Any] = {**(describe or {}), "final": final, "epochs": len(history), "steps": steps,
                                "train_seconds": elapsed, "steps_per_second": steps / elapsed if elapsed else None,
                                "parameters": sum(p.numel() for p in model.parameters())}
-    scored = [h for h in history if "val_accuracy" in h]
-    if scored:
-        best = max(scored, key=lambda h: h["val_accuracy"])
-        summary["selected_by_val"] = {"epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "test_accuracy": best.get("test_accuracy")}
+    for split in selection_splits:
+        key = f"{split}_accuracy"
+        if history and key in history[0]:
+            best = max(history, key=lambda h: h[key])
+            summary[f"selected_by_{split}"] = {"epoch": best["epoch"], key: best[key], "test_accuracy": best.get("test_accuracy")}
     if pruner is not None:
         summary["sparsity"] = pruner.sparsity()
     return summary

@@ -103,3 +103,13 @@ def test_map_style_datasets_of_tuples_train_too():
     model = registry.create("model", "mlp").build(bundle.input_shape, 10)
     result = fit(model, bundle, registry.create("optimizer", "adam", {"lr": 3e-3}), TrainConfig(epochs=3, progress=False))
     assert result.summary["final"]["test_accuracy"] > 0.6
+
+
+def test_extra_splits_are_scored_and_selected_by(tmp_path):
+    bundle = registry.create("dataset", "digits").load()
+    bundle.extra_splits["oracle"] = bundle.test
+    model = registry.create("model", "mlp").build(bundle.input_shape, 10)
+    result = fit(model, bundle, registry.create("optimizer", "sgd"), TrainConfig(epochs=3, progress=False))
+    assert all("oracle_accuracy" in row for row in result.history)
+    chosen = result.summary["selected_by_oracle"]
+    assert chosen["oracle_accuracy"] == max(row["test_accuracy"] for row in result.history) == chosen["test_accuracy"]

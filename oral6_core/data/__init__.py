@@ -53,9 +53,11 @@ class ArrayDataset(Dataset):
 class DataBundle:
     """A dataset's splits and what methods need to know about it.
 
-    ``attributes`` and ``environments`` describe multi-environment data (CACM); ``stream`` holds a
-    continual sequence of environments for generative models; ``factor_names`` names the columns of
-    ``y`` when ``y`` holds ground-truth generative factors.
+    ``attributes`` and ``environments`` describe multi-environment data (CACM); ``extra_splits`` are
+    further evaluation sets (e.g. a test-domain validation set for oracle model selection) that the
+    training loop scores every epoch and selects by; ``stream`` holds a continual sequence of
+    environments for generative models; ``factor_names`` names the columns of ``y`` when ``y`` holds
+    ground-truth generative factors.
     """
 
     name: str
@@ -65,6 +67,7 @@ class DataBundle:
     task: Task
     attributes: list[Attribute] = field(default_factory=list)
     environments: list[str] = field(default_factory=list)
+    extra_splits: dict[str, Dataset] = field(default_factory=dict)
     stream: list[Environment] = field(default_factory=list)
     factor_names: list[str] = field(default_factory=list)
 

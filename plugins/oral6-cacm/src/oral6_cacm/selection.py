@@ -6,14 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from oral6_core import registry
-from oral6_core.components import TrainContext
-from oral6_core.data import BatchLoader
-from oral6_core.metrics import evaluate
-from oral6_core.models import FeaturesAndLogits
-from oral6_core.training import seed_everything
+from oral6_core.config import TrainConfig
+from oral6_core.training import fit, seed_everything
 
 from .splits import EnvironmentSplits
 
@@ -31,37 +26,15 @@ def train_and_select(
     splits: EnvironmentSplits, regularizer: str, options: dict[str, Any], seed: int, epochs: int,
     batch_size: int, lr: float, hidden: list[int],
 ) -> SelectedAccuracy:
-    """The training step of ``oral6_core.training.fit`` (task NLL + penalty on features and logits, Adam),
-    with the three accuracies evaluated after every epoch so both selection rules can be applied."""
+    """Train an MLP with Adam through the core loop, then pick epochs by training-domain and test-domain validation."""
     seed_everything(seed)
     bundle = splits.bundle()
     model = registry.create("model", "mlp", {"hidden": hidden}).build(bundle.input_shape, bundle.num_classes)
-    opt = registry.create("optimizer", "adam", {"lr": lr}).build(model, bundle.task)
     reg = None if regularizer == "none" else registry.create("regularizer", regularizer, options)
-    loader = BatchLoader(bundle.train, batch_size, shuffle=True, seed=seed)
-    total = epochs * len(loader)
-    net = FeaturesAndLogits(model)
-    if reg is not None:
-        ctx = TrainContext(model, opt, loader, bundle.task, torch.device("cpu"), total, lambda m, b: bundle.task.nll(m(b.x), b.y))
-        reg.on_train_start(ctx, bundle)
-    step, scores = 0, []
-    for epoch in range(epochs):
-        loader.set_epoch(epoch)
-        model.train()
-        for batch in loader:
-            step += 1
-            features, logits = net(batch.x)
-            loss = bundle.task.nll(logits, batch.y)
-            if reg is not None:
-                reg.on_step_start(step, total)
-                loss = loss + reg.penalty(features, logits, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        scores.append({split: evaluate(model, getattr(splits, split), bundle.task)["accuracy"] for split in ("val", "test_val", "test")})
-    by_val = max(range(epochs), key=lambda e: scores[e]["val"])
-    by_oracle = max(range(epochs), key=lambda e: scores[e]["test_val"])
-    return SelectedAccuracy(scores[by_val]["test"], scores[by_oracle]["test"], scores[-1]["test"])
+    train = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device="cpu", progress=False, checkpoint=False)
+    summary = fit(model, bundle, registry.create("optimizer", "adam", {"lr": lr}), train, reg).summary
+    return SelectedAccuracy(summary["selected_by_val"]["test_accuracy"], summary["selected_by_test_val"]["test_accuracy"],
+                            summary["final"]["test_accuracy"])
 
 
 def escape_pipes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

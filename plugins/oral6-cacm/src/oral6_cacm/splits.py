@@ -26,8 +26,10 @@ class EnvironmentSplits:
     environments: list[str]
 
     def bundle(self) -> DataBundle:
-        """The ``DataBundle`` the training loop sees: ``val`` from the training domains, ``test`` shifted."""
-        return DataBundle(self.name, self.train, self.val, self.test, self.task, list(self.attributes), list(self.environments))
+        """The ``DataBundle`` the training loop sees: ``val`` from the training domains, ``test`` shifted,
+        and the test-domain validation split ``test_val`` for oracle selection."""
+        return DataBundle(self.name, self.train, self.val, self.test, self.task, list(self.attributes), list(self.environments),
+                          extra_splits={"test_val": self.test_val})
 
 
 def concat(parts: list[ArrayDataset]) -> ArrayDataset:
