@@ -315,7 +315,7 @@ def search(
     for column in ("rank", "candidate", "parameters", "score"):
         table.add_column(column, justify="right" if column != "candidate" else "left")
     for i, row in enumerate(report["top"], 1):
-        table.add_row(str(i), row["candidate"], f"{row['parameters']:,}", f"{row['score']:.4f}")
+        table.add_row(str(i), row["candidate"], f"{row['parameters']:,}", f"{row['score']:.4g}")
     console.print(table)
     console.print(f"teacher accuracy {report['teacher_accuracy']:.4f}; scored {report['candidates']} candidates in {report['seconds']:.2f}s")
     if "distilled_accuracy" in report:
