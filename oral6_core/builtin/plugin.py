@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ..data.arrays import ArraysDataset
 from ..data.digits import Digits
+from ..data.folder import FolderDataset
 from ..data.synthetic import Synthetic
 from ..data.torchvision_sets import TorchvisionDataset
 from ..hookspecs import hookimpl
@@ -24,7 +26,7 @@ def oral6_regularizers():
 
 @hookimpl
 def oral6_datasets():
-    return [Digits, Synthetic, TorchvisionDataset]
+    return [Digits, Synthetic, TorchvisionDataset, FolderDataset, ArraysDataset]
 
 
 @hookimpl

@@ -57,7 +57,9 @@ class DataBundle:
     further evaluation sets (e.g. a test-domain validation set for oracle model selection) that the
     training loop scores every epoch and selects by; ``stream`` holds a continual sequence of
     environments for generative models; ``factor_names`` names the columns of ``y`` when ``y`` holds
-    ground-truth generative factors.
+    ground-truth generative factors. ``graph`` is a causal graph the dataset declares (edges ``"U->V"``
+    over ``Y``, ``Xc``, ``X``, ``E``, its attributes and latent nodes) and ``selection`` the graph nodes
+    its rows were selected on; methods that reason about causal structure (CACM) use them.
     """
 
     name: str
@@ -70,6 +72,8 @@ class DataBundle:
     extra_splits: dict[str, Dataset] = field(default_factory=dict)
     stream: list[Environment] = field(default_factory=list)
     factor_names: list[str] = field(default_factory=list)
+    graph: list[str] = field(default_factory=list)
+    selection: list[str] = field(default_factory=list)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
