@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import runpy
+from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -46,3 +49,46 @@ def cli():
         return result.exit_code, plain(result.output)
 
     return invoke
+
+
+# --------------------------------------------------------------------------- user data (folder: and arrays:)
+
+_SHIFT = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "make_shift_folder.py"))
+
+
+@pytest.fixture(scope="session")
+def shift_folder(tmp_path_factory) -> Path:
+    """The example two-attribute shift (manifest.csv, dataset.toml, 40 PNGs per environment), built once."""
+    return _SHIFT["make_shift_folder"](tmp_path_factory.mktemp("userdata") / "shift", rows_per_environment=40)
+
+
+@pytest.fixture
+def image_folder():
+    """Builds ImageFolder trees ``root[/split]/{square,circle}/NNN.png`` of one colour and size."""
+
+    def build(root: Path, per_class: int = 12, colour: int = 0, large: int = 0, side: int = 16, seed: int = 0,
+              splits: tuple[str, ...] = ()) -> Path:
+        from PIL import Image
+
+        rng = np.random.default_rng(seed)
+        for split in splits or ("",):
+            for label, name in enumerate(("square", "circle")):
+                folder = root / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(per_class):
+                    Image.fromarray(_SHIFT["render"](label, colour, large, side, rng)).save(folder / f"{i:03d}.png")
+        return root
+
+    return build
+
+
+@pytest.fixture
+def shift_arrays() -> dict[str, np.ndarray]:
+    """Vectors whose label shows in the first features, string environments and a string attribute."""
+    rng = np.random.default_rng(0)
+    n = 120
+    y = rng.integers(2, size=n)
+    colour = np.where(rng.random(n) < 0.9, y, 1 - y)
+    x = np.concatenate([(2 * y - 1)[:, None] + 0.3 * rng.standard_normal((n, 2)), colour[:, None] + 0.1 * rng.standard_normal((n, 2))], 1)
+    return {"x": x.astype(np.float32), "y": y, "env": np.array(["a", "b", "c"])[np.arange(n) % 3],
+            "attr_colour": np.array(["red", "green"])[colour]}

@@ -66,7 +66,7 @@ class DatasetSpec:
         if undeclared:
             raise ConfigError(
                 f"{data_file} has attribute column(s) {undeclared} that {self.where} does not declare. Declare each "
-                f"under [attributes] with its type, e.g. {undeclared[0]} = \"independent\" (types: "
+                f"in its attributes table with its type, e.g. {undeclared[0]} = \"independent\" (types: "
                 f"{', '.join(ATTRIBUTE_TYPES)})."
             )
         missing = [a for a in self.attributes if a not in columns]
@@ -144,7 +144,7 @@ def find_cycle(pairs: list[tuple[str, str]]) -> list[str] | None:
 
 def _graph(value: Any, attributes: dict[str, AttributeSpec], where: Path) -> tuple[list[str], list[str], list[str]]:
     if not isinstance(value, dict) or set(value) - {"edges", "latent", "selection"}:
-        raise ConfigError(f"{where}: [graph] takes edges, latent and selection.")
+        raise ConfigError(f"{where}: the graph table takes only edges, latent and selection.")
     pairs = _edges(value.get("edges", []), where)
     latent = list(_strings(value.get("latent", []), "graph.latent", where))
     selection = list(_strings(value.get("selection", []), "graph.selection", where))
@@ -173,7 +173,7 @@ def read_spec(path: Path | None) -> DatasetSpec:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; the keys are {', '.join(sorted(TOP_LEVEL))}.")
     raw_attrs = data.get("attributes", {})
     if not isinstance(raw_attrs, dict):
-        raise ConfigError(f"{path}: [attributes] must map each attribute column to its type.")
+        raise ConfigError(f"{path}: the attributes table must map each attribute column to its type.")
     attributes = {name: _attribute(name, value, path) for name, value in raw_attrs.items()}
     edges, latent, selection = _graph(data.get("graph", {}), attributes, path)
     pick = lambda key: _strings(data[key], key, path) if key in data else None  # noqa: E731

@@ -95,7 +95,7 @@ def encode_column(values: np.ndarray, declared: tuple[str, ...] | None, what: st
     """
     if declared is not None:
         index = {name: i for i, name in enumerate(declared)}
-        text = values.astype(str)
+        text = values.astype(str).tolist()
         codes = np.empty(len(text), dtype=np.int64)
         for i, value in enumerate(text):
             if value not in index:
