@@ -139,13 +139,13 @@ class CACM(AttributeMMDRegularizer):
         attrs = resolve_attributes(bundle, c.attribute_types, c.attributes)
         weights = {"causal": c.lambda_causal, "confounded": c.lambda_confounded,
                    "independent": c.lambda_independent, "selected": c.lambda_selected}
-        edges, origin = (c.graph, "regularizer.graph") if c.graph else (bundle.graph, f"the graph dataset {bundle.name!r} declares")
+        edges, origin = (c.graph, "regularizer.graph") if c.graph else (bundle.graph, f"declared by dataset {bundle.name!r}")
         graph = CausalGraph.from_edges(edges) if edges else None
         try:
             return plan_constraints(attrs, weights, c.grouping == "environment", constant_within_environments(bundle),
                                     c.constant_within_environment, graph, c.selection or bundle.selection)
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (Graph: {origin}.)" if graph is not None else str(exc)) from None
+            raise ConfigError(f"{exc} (The graph: {origin}.)" if graph is not None else str(exc)) from None
 
 
 class CMMDConfig(GroupedMMDConfig):
