@@ -48,6 +48,9 @@ def test_manifest_folder_gives_splits_attributes_environments_graph_and_stream(s
 def test_decoded_images_are_cached_and_the_cache_follows_the_files(tmp_path, shift_folder, monkeypatch):
     root = tmp_path / "shift"
     shutil.copytree(shift_folder, root, ignore=shutil.ignore_patterns(".oral6-cache"))
+    with pytest.raises(ConfigError, match="dataset.mean and dataset.std need 3 values"):
+        load(f"folder:{root}", mean=[0.5], std=[0.2])
+    assert not (root / ".oral6-cache").exists()  # nothing cached from the failed load
     first = load(f"folder:{root}")
     assert len(list((root / ".oral6-cache").glob("images-*.pt"))) == 1
 
@@ -115,6 +118,13 @@ def test_bad_arrays_are_named(tmp_path, shift_arrays):
     (tmp_path / "dataset.toml").write_text('[attributes]\ncolour = "causal"\n')
     with pytest.raises(DataError, match=r"neg.npz row \d+: label -1 is negative"):
         load(f"arrays:{tmp_path / 'neg.npz'}")
+    (tmp_path / "dataset.toml").write_text('classes = ["no", "yes"]\n[attributes]\ncolour = "causal"\n')
+    np.savez(tmp_path / "three.npz", **{**shift_arrays, "y": np.where(np.arange(120) == 7, 2, shift_arrays["y"])})
+    with pytest.raises(DataError, match=r"three.npz row 7: label 2 is not a code 0..1 of the values \['no', 'yes'\]"):
+        load(f"arrays:{tmp_path / 'three.npz'}")
+    np.savez(tmp_path / "flat.npz", **{**shift_arrays, "x": shift_arrays["x"][:, 0]})
+    with pytest.raises(DataError, match=r"flat.npz: array 'x' has shape \(120,\)"):
+        load(f"arrays:{tmp_path / 'flat.npz'}")
 
 
 def _small_folder(root, shift_folder, rows=6):

@@ -54,6 +54,8 @@ class ArraysDataset(DatasetSource):
         if unknown or missing:
             raise DataError(f"{path} must hold arrays x and y (missing: {missing or 'none'}) and optionally env, split and "
                             f"attr_<name>; it also holds {unknown or 'nothing else'}.")
+        if data["x"].ndim < 2:
+            raise DataError(f"{path}: array 'x' has shape {data['x'].shape}; it needs one row of features per sample, [N, ...].")
         n = len(data["x"])
         for key, value in data.items():
             if value.ndim == 0 or len(value) != n:

@@ -64,5 +64,7 @@ class FolderDataset(DatasetSource):
         listing = read_manifest(root / MANIFEST) if (root / MANIFEST).is_file() else list_image_folder(root)
         encoded = encode_table(listing.table, spec, c)
         size = (c.image_size, c.image_size) if isinstance(c.image_size, int) else c.image_size
-        images = cached_images(listing, root, c.cache_dir, size, c.channels, c.cache)
-        return assemble(f"folder:{c.variant}", images.float() / 255, encoded, c)
+        images, save_cache = cached_images(listing, root, c.cache_dir, size, c.channels, c.cache)
+        bundle = assemble(f"folder:{c.variant}", images.float() / 255, encoded, c)
+        save_cache()
+        return bundle

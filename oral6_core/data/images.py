@@ -2,7 +2,7 @@
 
 Decoded images are cached as one uint8 tensor keyed by a hash of the file list (relative paths,
 sizes, modification times) and the decode options, so a second load reads one file instead of
-decoding every image. The cache is written atomically and only after every image decoded.
+decoding every image. The cache is written atomically and only after the whole load succeeded.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -147,22 +148,28 @@ def decode_images(listing: Listing, image_size: tuple[int, int] | None, channels
 
 
 def cached_images(listing: Listing, root: Path, cache_dir: Path | None, image_size: tuple[int, int] | None,
-                  channels: int | None, use_cache: bool) -> Tensor:
-    """The decoded images from the cache when its key matches, else decoded now and cached (atomically)."""
+                  channels: int | None, use_cache: bool) -> tuple[Tensor, Callable[[], None]]:
+    """The decoded images (from the cache when its key matches) and a function that caches freshly decoded ones.
+
+    The caller calls the function only once the whole load has succeeded, so a failed load caches nothing.
+    """
     if not use_cache:
-        return decode_images(listing, image_size, channels)
+        return decode_images(listing, image_size, channels), lambda: None
     key = cache_key(root, listing.files, image_size, channels)
     path = (cache_dir or root / CACHE_FOLDER) / f"images-{key[:24]}.pt"
     if path.is_file():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if saved.get("key") == key and saved["images"].shape[0] == len(listing.files):
-                return saved["images"]
+                return saved["images"], lambda: None
         except Exception:  # a stale or damaged cache is rebuilt
             pass
     images = decode_images(listing, image_size, channels)
-    try:
-        save_torch({"key": key, "images": images}, path)
-    except OSError as exc:
-        warnings.warn(f"Could not write the image cache {path} ({exc}); set dataset.cache_dir to a writable folder.", stacklevel=2)
-    return images
+
+    def save() -> None:
+        try:
+            save_torch({"key": key, "images": images}, path)
+        except OSError as exc:
+            warnings.warn(f"Could not write the image cache {path} ({exc}); set dataset.cache_dir to a writable folder.", stacklevel=3)
+
+    return images, save

@@ -89,10 +89,17 @@ def encode_column(values: np.ndarray, declared: tuple[str, ...] | None, what: st
                   first_seen: bool = False) -> tuple[Tensor, list[str]]:
     """Integer codes and value names of one column.
 
-    Declared values are coded by their position (any other value is an error naming the row); whole
-    numbers are their own codes; other strings are coded in sorted order (``first_seen``: in order of
-    first appearance).
+    Declared values are coded by their position (any other value is an error naming the row; numeric
+    arrays hold the codes themselves); whole numbers are their own codes; other strings are coded in
+    sorted order (``first_seen``: in order of first appearance).
     """
+    if declared is not None and values.dtype.kind in "iubf":
+        codes = _integers(values)
+        bad = np.flatnonzero((codes < 0) | (codes >= len(declared))) if codes is not None else [0]
+        if len(bad):
+            raise DataError(f"{table.row(int(bad[0]))}: {what} {values[bad[0]]} is not a code 0..{len(declared) - 1} of the "
+                            f"values {list(declared)} declared in {spec.where}.")
+        return torch.from_numpy(codes), list(declared)  # type: ignore[arg-type]
     if declared is not None:
         index = {name: i for i, name in enumerate(declared)}
         text = values.astype(str).tolist()
