@@ -126,7 +126,8 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
     model = registry.create("generative-model", model_name, options.get("model"))
     bundle = _load_bundle(dataset, options.get("dataset"), seed)
     if not bundle.stream:
-        raise DataError(f"Dataset {dataset!r} has no stream of environments; pick a stream dataset (see list-plugins).")
+        raise DataError(f"Dataset {dataset!r} has no stream of environments; pick a stream dataset (see list-plugins), "
+                        f"or a folder or arrays dataset whose dataset.toml declares factor columns.")
     out_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model_name}-{dataset}"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ from PIL import Image
 from oral6_core import registry
 from oral6_core.data import images
 from oral6_core.errors import ConfigError, DataError
+from oral6_core.testing import check_component
 
 
 def load(name, **options):
@@ -77,6 +78,7 @@ def test_a_fresh_process_recreates_the_dataset_from_name_and_options(shift_folde
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert float(out[0]) == pytest.approx(float(bundle.train.x.sum()), rel=1e-6) and out[1] == "True"
     assert bundle.train.x.mean(dim=(0, 2, 3)).abs().max() < 1e-4  # standardised on the training split
+    assert bundle.stream[0].data.x.min() >= 0 and bundle.stream[0].data.x.max() <= 1  # the stream keeps pixel values
 
 
 def test_image_folder_layout_with_split_folders_sizes_and_channels(tmp_path, image_folder):
@@ -191,3 +193,10 @@ def test_bad_folders_get_one_paragraph_naming_file_and_row_and_cache_nothing(tmp
     assert code == 2 and "Traceback" not in out
     assert re.search(message, out), out
     assert not (root / ".oral6-cache").exists() and not (tmp_path / "run").exists()
+
+
+def test_both_sources_pass_the_dataset_conformance_checks(shift_folder, tmp_path, shift_arrays):
+    np.savez(tmp_path / "data.npz", **shift_arrays)
+    (tmp_path / "dataset.toml").write_text('[attributes]\ncolour = "causal"\n')
+    check_component("dataset", f"folder:{shift_folder}")
+    check_component("dataset", f"arrays:{tmp_path / 'data.npz'}")

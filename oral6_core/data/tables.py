@@ -182,7 +182,7 @@ def encode_table(table: Table, spec: DatasetSpec, c: UserDataConfig) -> EncodedT
 def _normalise(x: Tensor, train_rows: Tensor, c: UserDataConfig) -> Tensor:
     if c.mean is None and c.normalize == "none":
         return x
-    channels = x.shape[1] if x.dim() > 1 else 1
+    channels = x.shape[1]
     if c.mean is not None:
         mean, std = torch.tensor(c.mean), torch.tensor(c.std if c.std is not None else [1.0] * len(c.mean))
         if len(mean) != channels or len(std) != channels:
@@ -208,8 +208,14 @@ def _stream(x: Tensor, t: EncodedTable) -> list[Environment]:
             f = factors[rows]
             varying = [n for k, n in enumerate(t.factor_names) if torch.unique(f[:, k]).numel() > 1]
             env = None if t.env is None else t.env[rows]
-            stream.append(Environment(name, ArrayDataset(x[rows], f, env), list(t.factor_names), varying))
+            stream.append(Environment(name, ArrayDataset(_rows(x, rows), f, env), list(t.factor_names), varying))
     return stream
+
+
+def _rows(x: Tensor, rows: Tensor) -> Tensor:
+    """``x[rows]``, as a view without a copy when the rows are contiguous (data sorted by environment)."""
+    start, stop = int(rows[0]), int(rows[-1]) + 1
+    return x[start:stop] if stop - start == len(rows) else x[rows]
 
 
 def assemble(name: str, x: Tensor, t: EncodedTable, c: UserDataConfig) -> DataBundle:
