@@ -1,6 +1,7 @@
 """Every workflow command runs on a user's folder: train (with CACM), cacm plan, adapt, search, fit-generative."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -26,8 +27,6 @@ def test_train_with_cacm_and_plan_on_a_folder(cli, shift_folder, tmp_path):
 
 
 def test_cacm_plan_says_when_the_declared_graph_allows_no_constraint(cli, shift_folder, tmp_path):
-    import shutil
-
     root = tmp_path / "confounded"
     shutil.copytree(shift_folder, root)
     spec = root / "dataset.toml"

@@ -58,7 +58,7 @@ class DatasetSpec:
 
     @property
     def where(self) -> str:
-        return str(self.source) if self.source else "dataset.toml (absent)"
+        return str(self.source) if self.source else "the dataset.toml (none was found beside the data)"
 
     def check_columns(self, columns: list[str], data_file: Path) -> None:
         """Every attribute column of the data must be declared, and every declared attribute present."""
