@@ -65,24 +65,35 @@ def list_image_folder(root: Path) -> Listing:
     return Listing(files, table)
 
 
+def _manifest_rows(path: Path, reader: csv.DictReader) -> tuple[list[str], list[dict[str, str]], list[int]]:
+    """The header, the rows (values stripped) and each row's line number."""
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in ("file", "label") if c not in header]
+    if missing:
+        raise DataError(f"{path} line 1: the header {header} lacks the column(s) {missing}; it needs file and label.")
+    if len(set(header)) != len(header):
+        raise DataError(f"{path} line 1: the header {header} names a column twice.")
+    reader.fieldnames = header
+    records, lines = [], []
+    for record in reader:
+        if None in record or None in record.values():
+            raise DataError(f"{path} line {reader.line_num}: the row does not have the {len(header)} fields of the header.")
+        records.append({k: v.strip() for k, v in record.items()})
+        lines.append(reader.line_num)
+    return header, records, lines
+
+
 def read_manifest(path: Path) -> Listing:
     """``manifest.csv``: columns file, label, optional split and env, any further columns are attributes."""
     root = path.parent
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in ("file", "label") if c not in header]
-        if missing:
-            raise DataError(f"{path} line 1: the header {header} lacks the column(s) {missing}; it needs file and label.")
-        if len(set(header)) != len(header):
-            raise DataError(f"{path} line 1: the header {header} names a column twice.")
-        reader.fieldnames = header
-        records, lines = [], []
-        for record in reader:
-            if None in record or None in record.values():
-                raise DataError(f"{path} line {reader.line_num}: the row does not have the {len(header)} fields of the header.")
-            records.append({k: v.strip() for k, v in record.items()})
-            lines.append(reader.line_num)
+        try:
+            header, records, lines = _manifest_rows(path, reader)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 CSV.") from None
+        except csv.Error as exc:
+            raise DataError(f"{path} line {reader.line_num}: not valid CSV ({exc}).") from None
     if not records:
         raise DataError(f"{path} has a header but no rows.")
     row = lambda i: f"{path} line {lines[i]}"  # noqa: E731
