@@ -1,6 +1,7 @@
 """CACM on a user's folder: the plan derived from the declared graph equals the plan of the registered dataset."""
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -36,6 +37,13 @@ def export_as_folder(bundle, root):
     return root
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """``multiattr-digits`` and the same data written out as a folder with the declared graph."""
+    registered = registry.create("dataset", "multiattr-digits", {"test_share": 0.2}).load(seed=0)
+    return registered, export_as_folder(registered, tmp_path_factory.mktemp("cacm") / "multiattr")
+
+
 def plan(bundle, options=None):
     reg = registry.create("regularizer", "cacm", options)
     with pytest.warns(UserWarning, match="constant inside each training environment"):
@@ -43,9 +51,8 @@ def plan(bundle, options=None):
     return [{k: row[k] for k in ("attribute", "type", "constraint", "weight")} for row in reg.report()], reg.report()
 
 
-def test_plan_from_a_folder_with_a_declared_graph_matches_the_registered_dataset(tmp_path):
-    registered = registry.create("dataset", "multiattr-digits", {"test_share": 0.2}).load(seed=0)
-    root = export_as_folder(registered, tmp_path / "multiattr")
+def test_plan_from_a_folder_with_a_declared_graph_matches_the_registered_dataset(exported):
+    registered, root = exported
     folder = registry.create("dataset", f"folder:{root}").load(seed=0)
     # the same data: splits, labels, environments, attributes, and the images up to 8-bit rounding
     for split in ("train", "val", "test"):
@@ -68,9 +75,9 @@ def test_plan_from_a_folder_with_a_declared_graph_matches_the_registered_dataset
     assert confounded.report()[0]["constraint"] == "g(x) ⊥ colour | E"
 
 
-def test_a_declared_graph_without_a_valid_constraint_is_an_error(tmp_path):
-    registered = registry.create("dataset", "multiattr-digits", {"test_share": 0.2}).load(seed=0)
-    root = export_as_folder(registered, tmp_path / "multiattr")
+def test_a_declared_graph_without_a_valid_constraint_is_an_error(exported, tmp_path):
+    root = tmp_path / "multiattr"
+    shutil.copytree(exported[1], root)
     spec = root / "dataset.toml"
     spec.write_text(spec.read_text().replace('"Y->colour"', '"Xc->colour"'))
     folder = registry.create("dataset", f"folder:{root}").load(seed=0)
