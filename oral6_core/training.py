@@ -88,10 +88,10 @@ def check_shapes(model: nn.Module, bundle: DataBundle, model_name: str = "the mo
     try:
         with torch.no_grad():
             out = model(x.to(device))
-    except RuntimeError as exc:
+    except Exception as exc:  # models report bad shapes as RuntimeError, AssertionError, ValueError, ...
         raise ShapeError(
             f"{model_name} cannot take inputs of shape {tuple(bundle.input_shape)} from dataset "
-            f"{bundle.name!r}: {str(exc).splitlines()[0]}. Pick a model built for this input (e.g. mlp works "
+            f"{bundle.name!r}: {(str(exc).splitlines() or [type(exc).__name__])[0]}. Pick a model built for this input (e.g. mlp works "
             f"on anything)."
         ) from None
     finally:
