@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from .errors import CheckpointError, ConfigError, NonFiniteLossError, ShapeError
 from .io import append_jsonl, load_torch, save_torch, write_json
 from .metrics import evaluate
 from .models import FeaturesAndLogits
+from .progress import Progress
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -108,17 +108,6 @@ def _schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int) -> 
     return None
 
 
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
-    )
-
-
 def fit(
     model: nn.Module,
     bundle: DataBundle,
@@ -178,10 +167,9 @@ def fit(
 
     observe = getattr(opt, "observe", None)
     on_cpu = device.type == "cpu"
-    progress = _progress(train.progress and dist.is_main)
+    progress = Progress("train", total_steps, enabled=None if train.progress and dist.is_main else False, completed=step)
     model.train()
-    with progress or nullcontext():
-        bar = progress.add_task("train", total=total_steps, completed=step, info="") if progress else None
+    with progress:
         for epoch in range(start_epoch, train.epochs):
             t0 = time.perf_counter()
             loader.set_epoch(epoch)
@@ -210,8 +198,8 @@ def fit(
                 if pruner is not None:
                     pruner.on_step_end(step, total_steps)
                 opt.zero_grad(set_to_none=True)
-                if bar is not None and step % 10 == 0:
-                    progress.update(bar, completed=step, description=f"epoch {epoch + 1}/{train.epochs}", info=f"loss {loss.item():.4f}")  # type: ignore[union-attr]
+                if progress.live and step % 10 == 0:
+                    progress.update(step, description=f"train epoch {epoch + 1}/{train.epochs}", loss=loss.item())
             monitor.check(step)
             elapsed += time.perf_counter() - t0
             row = {"epoch": epoch + 1, "step": step, "train_loss": monitor.mean(),
@@ -232,8 +220,7 @@ def fit(
                          "elapsed": elapsed, "history": history, "rng": _rng_state(), "run": describe or {}},
                         out_dir / CHECKPOINT,  # type: ignore[operator]
                     )
-            if bar is not None:
-                progress.update(bar, completed=step)  # type: ignore[union-attr]
+            progress.stage(f"epoch {epoch + 1}/{train.epochs}", step, **_shown(row))
     if pruner is not None:
         pruner.on_train_end()
     summary = _summarise(history, model, pruner, elapsed, step, describe, ["val", *bundle.extra_splits])
@@ -243,6 +230,13 @@ def fit(
     if writer:
         write_json(summary, out_dir / SUMMARY)  # type: ignore[operator]
     return RunResult(summary, history, model, out_dir, pruner)
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of an epoch's row that the progress display shows: accuracies first, then losses and sparsity."""
+    keys = [k for k in row if k.endswith("_accuracy") and not k.startswith("test_")]
+    keys += [k for k in ("val_loss", "train_loss", "sparsity") if k in row]
+    return {k: row[k] for k in keys}
 
 
 class _LossMonitor:
