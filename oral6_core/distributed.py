@@ -74,6 +74,16 @@ def mean(value: Tensor) -> float:
     return all_reduce_mean_(value.detach().clone().float()).item()
 
 
+def maximum(value: int) -> int:
+    """The largest integer ``value`` over ranks (the value itself without a process group)."""
+    if not is_active():
+        return value
+    device = torch.device("cuda", local_rank()) if torch_dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def agree(value: float, tol: float = 1e-6) -> bool:
     """True when every rank holds the same ``value`` (within ``tol``)."""
     if not is_active():

@@ -14,6 +14,19 @@ import torch
 from .errors import CheckpointError
 
 
+def _umask() -> int:
+    """The process's umask: from /proc on Linux, else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
@@ -21,6 +34,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -59,6 +73,11 @@ def write_text(text: str, path: str | os.PathLike[str]) -> None:
     """Write a text file atomically."""
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def write_jsonl(rows: list[Any], path: str | os.PathLike[str]) -> None:
+    """Write ``rows`` as JSON lines, atomically (replacing the file)."""
+    write_text("".join(json.dumps(row, default=str) + "\n" for row in rows), path)
 
 
 def append_jsonl(obj: Any, path: str | os.PathLike[str]) -> None:
