@@ -16,6 +16,7 @@ from .data import ArrayDataset, DataBundle
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
 from .io import save_torch, write_json
 from .metrics import evaluate
+from .progress import Progress
 from .training import CHECKPOINT, build_model, fit, load_trained_model, resolve_device, seed_everything
 
 
@@ -56,16 +57,19 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
     if not isinstance(tgt.train, ArrayDataset):
         raise DataError(f"Target dataset {target!r} must be held in memory (an ArrayDataset) to hide its labels.")
     src_net = build_model(RunConfig(model=source_model, dataset=source, options={"model": options.get("model", {})}), src)
-    trained = fit(src_net, src, registry.create("optimizer", "adam", {"lr": source_lr}),
-                  TrainConfig(epochs=source_epochs, seed=seed, device=device, progress=False, checkpoint=False)).model
-    dev = resolve_device(device)
-    black_box = BlackBox(trained, src.num_classes, mode=mode, k=k)  # type: ignore[arg-type]
-    source_on_target = evaluate(trained, tgt.test, tgt.task, dev)["accuracy"]  # type: ignore[arg-type]
-    seed_everything(seed)
-    student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
-    started = time.perf_counter()
-    student = adapter.adapt(black_box, tgt.train.without_labels(), student)
-    queries, seconds = black_box.queries, time.perf_counter() - started
+    with Progress(f"adapt {adapter_name}", total=2) as progress:
+        trained = fit(src_net, src, registry.create("optimizer", "adam", {"lr": source_lr}),
+                      TrainConfig(epochs=source_epochs, seed=seed, device=device, checkpoint=False)).model
+        dev = resolve_device(device)
+        black_box = BlackBox(trained, src.num_classes, mode=mode, k=k)  # type: ignore[arg-type]
+        source_on_target = evaluate(trained, tgt.test, tgt.task, dev)["accuracy"]  # type: ignore[arg-type]
+        progress.stage("source model trained", 1, source_accuracy_on_target=source_on_target)
+        seed_everything(seed)
+        student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
+        started = time.perf_counter()
+        student = adapter.adapt(black_box, tgt.train.without_labels(), student)
+        queries, seconds = black_box.queries, time.perf_counter() - started
+        progress.stage("student adapted", 2, black_box_queries=queries, seconds=seconds)
     report = {
         "adapter": adapter_name, "source": source, "target": target,
         "source_accuracy_on_source": evaluate(trained, src.test, src.task, dev)["accuracy"],  # type: ignore[arg-type]
@@ -130,6 +134,7 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
     out_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model_name}-{dataset}"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    progress = Progress(f"fit-generative {model_name}", total=len(bundle.stream))
 
     def after_environment(index: int, _env: Any) -> None:
         for seen, env in enumerate(bundle.stream[: index + 1]):
@@ -138,10 +143,13 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
             rows.append(row)
             if on_row is not None:
                 on_row(row)
+        progress.update(index + 1, description=f"fit-generative environment {index + 1}/{len(bundle.stream)}",
+                        **{k: v for k, v in rows[-1].items() if isinstance(v, float)})
         if hasattr(model, "save_visuals"):
             model.save_visuals(out_dir, index)
 
-    model.fit(bundle.stream, after_environment)
+    with progress:
+        model.fit(bundle.stream, after_environment)
     write_json({"model": model_name, "dataset": dataset, "options": options, "rows": rows}, out_dir / "metrics.json")
     if hasattr(model, "save"):
         model.save(out_dir / "model.pt")
@@ -161,7 +169,10 @@ def represent(method: str, checkpoint: Path, model_name: str | None, use_data: b
     original = evaluate(net, test, bundle.task, dev)["accuracy"]  # type: ignore[arg-type]
     rep.set_source(model_name or run["model"], dict((run.get("options") or {}).get("model") or {}), bundle.input_shape)
     started = time.perf_counter()
-    rep.fit(net, bundle if use_data else None)
+    with Progress(f"represent {method}", total=1) as progress:
+        progress.stage("fitting", 0, original_accuracy=original)
+        rep.fit(net, bundle if use_data else None)
+        progress.stage("fitted", 1, seconds=time.perf_counter() - started)
     rebuilt = rep.reconstruct().to(dev)
     out_dir = out or checkpoint.parent
     path = out_dir / f"{method}-representation.pt"
