@@ -26,6 +26,7 @@ KIND_HOOKS: dict[str, str] = {
     "dataset": "oral6_datasets",
     "model": "oral6_models",
     "benchmark": "oral6_benchmarks",
+    "logger": "oral6_loggers",
 }
 KINDS = tuple(KIND_HOOKS)
 

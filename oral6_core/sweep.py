@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from .errors import ConfigError, Oral6Error
+from .extras import require
 
 DIRECTIONS = ("minimize", "maximize")
 SAMPLERS = ("tpe", "random", "grid")
@@ -141,6 +142,7 @@ class SweepResult:
     direction: str
     trials: list[dict[str, Any]] = field(default_factory=list)
     study_name: str | None = None
+    importances: dict[str, float] = field(default_factory=dict)
 
     def _best(self) -> dict[str, Any]:
         done = [t for t in self.trials if t["state"] == "complete"]
@@ -173,18 +175,24 @@ class SweepResult:
             "direction": self.direction,
             "best": None if best is None else {"number": best["number"], "params": best["params"], "value": best["value"]},
             "trials": self.trials,
+            "importances": self.importances,
         }
 
 
 def _import_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError as exc:
-        raise SweepError(
-            "Sweeps need Optuna, which is not installed. Install it with `pip install oral6-core[sweep]`."
-        ) from exc
+    optuna = require("optuna", "sweep", "Sweeps")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
+
+
+def _importances(optuna: Any, study: Any) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA) over the completed trials; empty below two of them."""
+    if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) < 2:
+        return {}
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError):  # e.g. every completed trial has the same parameters
+        return {}
 
 
 def _distributions(optuna: Any, space: Mapping[str, Dimension]) -> dict[str, Any]:
@@ -302,8 +310,12 @@ def optimize(
     storage: str | None = None,
     study_name: str | None = None,
     prune: bool = False,
+    importance: bool = False,
 ) -> SweepResult:
-    """Run ``objective`` until the study holds ``trials`` trials; return every trial and the best one."""
+    """Run ``objective`` until the study holds ``trials`` trials; return every trial and the best one.
+
+    With ``importance`` the result also holds Optuna's parameter importances.
+    """
     if direction not in DIRECTIONS:
         raise ConfigError(f"Unknown direction {direction!r}; use one of {', '.join(DIRECTIONS)}.")
     if sampler not in SAMPLERS:
@@ -327,7 +339,7 @@ def optimize(
                 study_name=name,
                 direction=direction,
                 load_if_exists=True,
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, trials // 4))) if prune else optuna.pruners.NopPruner(),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=min(5, max(2, trials // 4))) if prune else optuna.pruners.NopPruner(),
             )
     except ValueError as exc:  # e.g. a stored study created with the other direction
         raise SweepError(f"Cannot open study {name!r} in {storage}: {exc}") from exc
@@ -346,4 +358,5 @@ def optimize(
                 study.enqueue_trial(_next_grid_point(space, taken))
             otrial = study.ask(distributions)
         _run_trial(study, optuna, objective, otrial, prune)
-    return SweepResult(direction, [_record(t) for t in study.get_trials(deepcopy=False)], study.study_name)
+    records = [_record(t) for t in study.get_trials(deepcopy=False)]
+    return SweepResult(direction, records, study.study_name, _importances(optuna, study) if importance else {})

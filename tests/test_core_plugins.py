@@ -18,7 +18,7 @@ def test_every_hook_is_documented():
     text = DOCS.read_text()
     missing = [n for n in _hook_names() if f"## {n}(" not in text]
     assert not missing, f"hooks missing from docs/hooks.md: {missing}"
-    assert len(_hook_names()) == 11
+    assert len(_hook_names()) == 12
 
 
 def _list_plugins(env_extra: dict[str, str]) -> dict:

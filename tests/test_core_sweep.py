@@ -53,19 +53,22 @@ def test_parse_space_rejects_bad_tables(table):
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_optimize_finds_better_than_worst(sampler):
-    result = optimize(quadratic, parse_space(SPACE), trials=12, sampler=sampler, seed=1)
+    result = optimize(quadratic, parse_space(SPACE), trials=12, sampler=sampler, seed=1, importance=True)
     values = [t["value"] for t in result.trials]
     assert len(values) == 12 and all(t["state"] == "complete" for t in result.trials)
     assert result.best_value == min(values) < max(values)
     assert result.best_value == pytest.approx((result.best_params["x"] - 1.0) ** 2)
     assert all(-4.0 <= t["params"]["x"] <= 4.0 and t["seconds"] >= 0 for t in result.trials)
+    assert result.importances == {"x": pytest.approx(1.0)}
 
 
 def test_maximize_and_int_and_choices():
     space = parse_space({"n": {"low": 1, "high": 9, "step": 2}, "c": {"choices": ["a", "b"]}})
-    result = optimize(lambda t: t.params["n"] + (t.params["c"] == "b"), space, trials=8, direction="maximize", sampler="random")
+    result = optimize(lambda t: t.params["n"] + (t.params["c"] == "b"), space, trials=10, direction="maximize",
+                      sampler="random", importance=True)
     assert all(t["params"]["n"] in (1, 3, 5, 7, 9) and isinstance(t["params"]["n"], int) for t in result.trials)
     assert result.best_value == max(t["value"] for t in result.trials)
+    assert result.importances["n"] > result.importances["c"]
 
 
 def test_grid_runs_every_point_once():
@@ -100,8 +103,8 @@ def test_no_completed_trial_is_a_clear_error():
     def objective(trial: Trial) -> float:
         raise ConfigError("always wrong")
 
-    result = optimize(objective, parse_space(SPACE), trials=2)
-    assert result.to_json()["best"] is None
+    result = optimize(objective, parse_space(SPACE), trials=2, importance=True)
+    assert result.to_json()["best"] is None and result.importances == {}
     with pytest.raises(SweepError, match="always wrong"):
         result.best_params
 
