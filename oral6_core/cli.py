@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,7 +15,7 @@ from typer.core import TyperGroup
 
 from . import __version__, registry, workflows
 from .config import RunConfig, TrainConfig, load_toml, merge_options, parse_set_options, validate_config
-from .errors import ConfigError, Oral6Error
+from .errors import ConfigError, Oral6Error, RunInterrupted
 from .plugins import failed_plugins, get_plugin_manager, plugin_source
 
 console = Console()
@@ -28,6 +29,9 @@ class Oral6Group(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except RunInterrupted as exc:
+            err_console.print(str(exc), highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         except Oral6Error as exc:
             err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -145,10 +149,11 @@ def show(
 # --------------------------------------------------------------------------- train
 
 
-def build_run_config(
+def given_options(
     config_file: Path | None, flags: dict[str, Any], train_flags: dict[str, Any], sets: list[str], out: Path | None
-) -> RunConfig:
-    """Merge a TOML file, explicit flags and ``--set`` options (in that order of precedence, lowest first)."""
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any], Path | None]:
+    """What the user gave: component names, their options, train options and ``--out``, from a TOML
+    file, flags and ``--set`` (in that order of precedence, lowest first); defaults are not filled in."""
     names: dict[str, Any] = {}
     options: dict[str, dict[str, Any]] = {}
     train_values: dict[str, Any] = {}
@@ -172,8 +177,16 @@ def build_run_config(
     train_values.update({k: v for k, v in train_flags.items() if v is not None})
     parsed = parse_set_options(sets, (*COMPONENT_SECTIONS, "train"))
     train_values.update(parsed.pop("train", {}))
+    return names, merge_options(options, parsed), train_values, out
+
+
+def build_run_config(
+    config_file: Path | None, flags: dict[str, Any], train_flags: dict[str, Any], sets: list[str], out: Path | None
+) -> RunConfig:
+    """The run the user asked for (``given_options`` with defaults filled in and validated)."""
+    names, options, train_values, out = given_options(config_file, flags, train_flags, sets, out)
     train_cfg = validate_config(TrainConfig, train_values, "train")
-    return RunConfig(**names, options=merge_options(options, parsed), train=train_cfg, out=out)
+    return RunConfig(**names, options=options, train=train_cfg, out=out)
 
 
 def print_run(result: Any) -> None:
@@ -196,7 +209,7 @@ def print_run(result: Any) -> None:
     if "sparsity" in s:
         lines.append(f"sparsity {s['sparsity']['overall']:.4f}")
     if result.out_dir is not None:
-        lines.append(f"written to {result.out_dir}/ (summary.json, metrics.jsonl, checkpoint.pt)")
+        lines.append(f"written to {result.out_dir}/ (config.json, summary.json, metrics.jsonl, checkpoint.pt, best.pt)")
     console.print("; ".join(lines))
 
 
@@ -213,8 +226,11 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default auto)."),
     sets: Optional[list[str]] = SetOption,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML run file; flags and --set override it."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<time>-<dataset>-<model>-...)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<time>-<dataset>-<model>-...); must not hold a run."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint, exactly. "
+                                          "Only --epochs, --device, --checkpoint-every and --progress may change."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in the --out folder."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N steps, mid-epoch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a model, composing an optimizer with an optional regularizer and pruner."""
@@ -222,15 +238,17 @@ def train(
     from .training import train as run_training
 
     flags = {"model": model, "dataset": dataset, "optimizer": optimizer, "regularizer": regularizer, "pruner": pruner}
-    train_flags = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device, "progress": progress}
+    train_flags = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device, "progress": progress,
+                   "checkpoint_every": checkpoint_every}
     if resume is not None:
-        run = workflows.resumable_run(resume, epochs)
-        run = run.model_copy(update={"train": run.train.model_copy(update={"progress": progress})})
+        if overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other: resume continues a run, overwrite replaces it.")
+        run = workflows.resumable_run(resume, *given_options(config, flags, train_flags, sets or [], out))
     else:
         run = build_run_config(config, flags, train_flags, sets or [], out)
         if run.out is None:
             run = run.model_copy(update={"out": default_out_dir(run)})
-    print_run(run_training(run, resume=resume is not None))
+    print_run(run_training(run, resume=resume is not None, overwrite=overwrite))
 
 
 # --------------------------------------------------------------------------- bench
@@ -284,12 +302,14 @@ def adapt(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="adapter.OPTION=V, model.OPTION=V, source.OPTION=V or target.OPTION=V."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json and student.pt (the adapted weights) here."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json and student.pt (the adapted weights) here "
+                                       "(default runs/<time>-adapt-<adapter>)."),
 ) -> None:
     """Adapt a student to an unlabelled target domain through a black-box source model."""
     if mode not in ("topk", "probs", "label"):
         raise ConfigError(f"--blackbox-mode must be topk, probs or label, not {mode!r}.")
     options = parse_set_options(sets or [], ("adapter", "model", "source", "target"))
+    out = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-adapt-{adapter}"
     report = workflows.adapt(adapter, source, target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device,
                              options, out)
     _print_pairs("Black-box adaptation", report)
@@ -307,10 +327,13 @@ def search(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="predictor.OPTION=V or dataset.OPTION=V."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write search.json (every candidate ranked) and student.pt (with --distil) "
+                                       "here (default runs/<time>-search-<predictor>-<dataset>)."),
 ) -> None:
     """Rank candidate student architectures for a teacher and dataset under a size budget."""
     options = parse_set_options(sets or [], ("predictor", "dataset"))
-    report = workflows.search(predictor, dataset, teacher, budget_params, predictor_checkpoint, top_k, distil, seed, device, options)
+    out = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-search-{predictor}-{dataset}".replace(":", "_")
+    report = workflows.search(predictor, dataset, teacher, budget_params, predictor_checkpoint, top_k, distil, seed, device, options, out)
     table = Table(title=f"Top {len(report['top'])} of {report['candidates']} candidates under the budget")
     for column in ("rank", "candidate", "parameters", "score"):
         table.add_column(column, justify="right" if column != "candidate" else "left")
@@ -320,6 +343,7 @@ def search(
     console.print(f"teacher accuracy {report['teacher_accuracy']:.4f}; scored {report['candidates']} candidates in {report['seconds']:.2f}s")
     if "distilled_accuracy" in report:
         console.print(f"distilled {report['top'][0]['candidate']}: accuracy {report['distilled_accuracy']:.4f}")
+    console.print(f"Wrote {out}/search.json" + (" and student.pt" if distil else ""))
 
 
 @app.command("fit-generative", rich_help_panel="Workflows")

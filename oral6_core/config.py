@@ -36,7 +36,12 @@ class TrainConfig(BaseModel):
     lr_schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over all steps.")
     grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient norm to this value.")
     progress: bool = Field(True, description="Show a progress bar.")
-    checkpoint: bool = Field(True, description="Write checkpoint.pt after each epoch (atomically).")
+    checkpoint: bool = Field(True, description="Write checkpoint.pt after each epoch and best.pt at each best epoch (atomically).")
+    checkpoint_every: int | None = Field(None, ge=1, description="Also write checkpoint.pt every this many steps, mid-epoch.")
+
+
+# Train options that ``--resume`` may change: they do not alter what the run computes.
+RESUMABLE = ("epochs", "progress", "checkpoint_every", "device")
 
 
 class RunConfig(BaseModel):
@@ -52,6 +57,31 @@ class RunConfig(BaseModel):
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: Path | None = None
+
+
+def check_selected(run: RunConfig) -> None:
+    """Options for a regularizer or pruner that is not selected would be ignored: an error naming them."""
+    unused = {"pruner": run.pruner is None, "regularizer": run.regularizer == "none"}
+    for section, idle in unused.items():
+        names = [f"{section}.{key}" for key in run.options.get(section, {})] if idle else []
+        if names:
+            raise ConfigError(
+                f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} set, but no {section} is selected, so "
+                f"{'it' if len(names) == 1 else 'they'} would be ignored. Choose one with --{section} NAME "
+                f"(see `oral6 list-plugins`), or drop the option."
+            )
+
+
+def flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}`` (nested dictionaries become dotted keys)."""
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:

@@ -11,27 +11,56 @@ from typing import Any, Callable
 
 from . import registry
 from .components import BlackBox, SearchTask
-from .config import RunConfig, TrainConfig
+from .config import RESUMABLE, RunConfig, TrainConfig, flatten, validate_config
 from .data import ArrayDataset, DataBundle
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
-from .io import save_torch, write_json
+from .io import save_torch
+from .rundir import record, resolved
 from .metrics import evaluate
 from .progress import Progress
 from .training import CHECKPOINT, build_model, fit, load_trained_model, resolve_device, seed_everything
 
 
-def resumable_run(run_dir: Path, epochs: int | None = None) -> RunConfig:
-    """The ``RunConfig`` of the run in ``run_dir`` (optionally with more epochs), ready to resume."""
+def resumable_run(run_dir: Path, names: dict[str, Any] | None = None, options: dict[str, dict[str, Any]] | None = None,
+                  train_values: dict[str, Any] | None = None, out: Path | None = None) -> RunConfig:
+    """The ``RunConfig`` of the run in ``run_dir``, ready to resume, with the changes resume allows.
+
+    ``names``, ``options`` and ``train_values`` are what the user gave alongside ``--resume``. Only the
+    train options in ``RESUMABLE`` may differ from the run's; any other difference would be ignored by
+    the resumed run, so it is an error naming each option.
+    """
     config_file = run_dir / "config.json"
     if not (run_dir / CHECKPOINT).is_file() or not config_file.is_file():
         raise CheckpointError(f"Cannot resume {run_dir}: it holds no {CHECKPOINT} and config.json from `oral6 train`.")
     saved = json.loads(config_file.read_text())
-    train_cfg = TrainConfig(**saved["train"])
-    if epochs is not None:
-        train_cfg = train_cfg.model_copy(update={"epochs": epochs})
+    train_values = dict(train_values or {})
+    given = {**{f"--{k}": v for k, v in (names or {}).items()}, **flatten(options or {}),
+             **{_train_label(k): v for k, v in train_values.items() if k not in RESUMABLE}}
+    recorded = {**{f"--{k}": saved.get(k) for k in (names or {})}, **flatten(saved.get("options") or {}),
+                **{_train_label(k): v for k, v in saved["train"].items()}}
+    changed = [f"{key} ({recorded.get(key)!r} -> {value!r})" for key, value in given.items() if recorded.get(key) != value]
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        changed.append(f"--out ({str(run_dir)!r} -> {str(out)!r})")
+    if changed:
+        allowed = ", ".join(_train_label(k) for k in RESUMABLE)
+        raise ConfigError(
+            f"--resume continues the run in {run_dir} as it was configured, so these options would be ignored: "
+            f"{'; '.join(changed)}. Resume may change only {allowed}. To change the others, start a new run "
+            f"(another --out, or --overwrite)."
+        )
+    updates = {k: v for k, v in train_values.items() if k in RESUMABLE}
+    train_cfg = validate_config(TrainConfig, {**saved["train"], **updates}, "train")
     return RunConfig(model=saved["model"], dataset=saved["dataset"], optimizer=saved["optimizer"],
                      regularizer=saved["regularizer"], pruner=saved["pruner"], options=saved["options"],
                      train=train_cfg, out=run_dir)
+
+
+_TRAIN_FLAGS = ("epochs", "batch_size", "seed", "device", "checkpoint_every", "progress")
+
+
+def _train_label(key: str) -> str:
+    """How the user names a train option: its flag when it has one, else ``train.KEY``."""
+    return f"--{key.replace('_', '-')}" if key in _TRAIN_FLAGS else f"train.{key}"
 
 
 def _load_bundle(name: str, options: dict[str, Any] | None, seed: int) -> DataBundle:
@@ -78,21 +107,28 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
         "black_box_queries": queries, "black_box_mode": mode, "adapt_seconds": seconds,
     }
     if out is not None:
-        write_json(report, out / "adapt.json")
         save_torch({"model": student.state_dict(), "adapter": adapter_name,
                     "run": {"model": model, "dataset": target, "options": {"model": options.get("model", {})}}}, out / "student.pt")
+        used = {"adapter": resolved(adapter), "model": model, "source_model": source_model, "source_epochs": source_epochs,
+                "source_lr": source_lr, "blackbox_mode": mode, "k": k, "device": device, "set": options}
+        record(out / "adapt.json", "adapt", report, used, seed, {"student": "student.pt"})
     return report
 
 
 def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | None, predictor_ckpt: Path | None,
-           top_k: int, distil: bool, seed: int, device: str, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Rank a predictor's candidates for a teacher and dataset under a parameter budget."""
+           top_k: int, distil: bool, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None = None) -> dict[str, Any]:
+    """Rank a predictor's candidates for a teacher and dataset under a parameter budget.
+
+    With ``out``, ``search.json`` records the options, every candidate ranked, and the metrics;
+    ``student.pt`` holds the distilled student (weights, candidate and module) when ``distil``.
+    """
     seed_everything(seed)
     predictor = registry.create("predictor", predictor_name, options.get("predictor"))
+    source = registry.create("dataset", dataset, options.get("dataset"))
     dev = resolve_device(device)
     teacher, _ = load_trained_model(teacher_ckpt)
     teacher.to(dev)
-    bundle = _load_bundle(dataset, options.get("dataset"), seed)
+    bundle = source.load(seed=seed)
     split = bundle.val if bundle.val is not None else bundle.test
     try:
         teacher_acc = evaluate(teacher, split, bundle.task, dev)["accuracy"]  # type: ignore[arg-type]
@@ -110,10 +146,20 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
     scores = predictor.predict(candidates, task).detach().float().cpu()
     seconds = time.perf_counter() - started
     order = scores.argsort(descending=True).tolist()
-    top = [{"candidate": candidates[i].describe(), "parameters": candidates[i].num_params, "score": float(scores[i])} for i in order[:top_k]]
-    report: dict[str, Any] = {"teacher_accuracy": teacher_acc, "candidates": len(candidates), "seconds": seconds, "top": top}
+    ranked = [{"candidate": candidates[i].describe(), "parameters": candidates[i].num_params, "score": float(scores[i])} for i in order]
+    report: dict[str, Any] = {"teacher_accuracy": teacher_acc, "candidates": len(candidates), "seconds": seconds, "top": ranked[:top_k]}
+    outputs = {}
     if distil:
-        _, report["distilled_accuracy"] = predictor.distil(candidates[order[0]], task)
+        student, report["distilled_accuracy"] = predictor.distil(candidates[order[0]], task)
+        if out is not None:
+            save_torch({"model": student.state_dict(), "candidate": ranked[0]["candidate"], "parameters": ranked[0]["parameters"],
+                        "module": student}, out / "student.pt")
+            outputs["student"] = "student.pt"
+    if out is not None:
+        used = {"predictor": resolved(predictor), "dataset": dataset, "dataset_options": resolved(source), "teacher": str(teacher_ckpt),
+                "budget_params": budget, "predictor_checkpoint": None if predictor_ckpt is None else str(predictor_ckpt),
+                "top_k": top_k, "distil": distil, "device": device}
+        record(out / "search.json", "search", {**report, "ranked": ranked}, used, seed, outputs)
     return report
 
 
@@ -128,7 +174,8 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
             raise ConfigError(f"Generative model {model_name!r} has no device option; it decides where it runs itself.")
         options = {**options, "model": {**options.get("model", {}), "device": device}}
     model = registry.create("generative-model", model_name, options.get("model"))
-    bundle = _load_bundle(dataset, options.get("dataset"), seed)
+    source = registry.create("dataset", dataset, options.get("dataset"))
+    bundle = source.load(seed=seed)
     if not bundle.stream:
         raise DataError(f"Dataset {dataset!r} has no stream of environments; pick a stream dataset (see list-plugins).")
     out_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model_name}-{dataset}"
@@ -150,9 +197,13 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
 
     with progress:
         model.fit(bundle.stream, after_environment)
-    write_json({"model": model_name, "dataset": dataset, "options": options, "rows": rows}, out_dir / "metrics.json")
+    outputs = {}
     if hasattr(model, "save"):
         model.save(out_dir / "model.pt")
+        outputs["model"] = "model.pt"
+    outputs.update({p.name: p.name for p in sorted(out_dir.glob("*.png"))})
+    used = {"model": model_name, "dataset": dataset, "model_options": resolved(model), "dataset_options": resolved(source)}
+    record(out_dir / "metrics.json", "fit-generative", {"model": model_name, "dataset": dataset, "rows": rows}, used, seed, outputs)
     return rows, out_dir
 
 
@@ -178,10 +229,13 @@ def represent(method: str, checkpoint: Path, model_name: str | None, use_data: b
     path = out_dir / f"{method}-representation.pt"
     rep.save(path)
     size, represented = rep.num_parameters(), rep.represented_parameters()
-    return {
+    report = {
         "method": method, "original_accuracy": original,
         "reconstructed_accuracy": evaluate(rebuilt, test, bundle.task, dev)["accuracy"],  # type: ignore[arg-type]
         "representation_parameters": size, "represented_parameters": represented,
         "compression_ratio": size / max(represented, 1), "bytes_on_disk": path.stat().st_size,
         "fit_seconds": time.perf_counter() - started, "saved_to": str(path), "used_data": use_data,
     }
+    used = {"representation": resolved(rep), "checkpoint": str(checkpoint), "model": model_name or run["model"], "device": device}
+    record(out_dir / f"{method}-represent.json", "represent", report, used, seed, {"representation": path.name})
+    return report
