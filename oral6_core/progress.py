@@ -19,11 +19,13 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 
 from rich.console import Console
 
 _SHOWN: ContextVar[bool] = ContextVar("oral6_progress_shown", default=True)
+_ACTIVE: list["Progress"] = []  # entered displays, innermost last
+T = TypeVar("T")
 
 
 @contextmanager
@@ -105,9 +107,12 @@ class Progress:
                 _LIVE["bar"].start()
             self._bar = _LIVE["bar"]
             self._task = self._bar.add_task(self.description, total=self.total, completed=self.completed, info="")
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         if self._bar is None:
             return
         self._bar.remove_task(self._task)
@@ -145,3 +150,25 @@ class Progress:
         if self.total and 0 < done and self.completed < self.total:
             where.append(f"about {format_seconds(elapsed / done * (self.total - self.completed))} left")
         return f"{datetime.now():%H:%M:%S} {self.name} {label} [{', '.join(where)}] {format_metrics(metrics)}".rstrip()
+
+
+def track(items: Iterable[T], name: str, unit: str = "epoch", total: int | None = None, every: int = 1) -> Iterator[T]:
+    """Iterate ``items`` inside a ``Progress``: after each item's work, the stage ``UNIT i/total`` is done.
+
+    A plain line is printed every ``every`` items (and after the last), with the metrics last given
+    to ``report``. A plugin's loop needs one changed line: ``for epoch in track(range(epochs), "beta")``.
+    """
+    total = len(items) if total is None else total  # type: ignore[arg-type]
+    with Progress(name, total) as progress:
+        for i, item in enumerate(items, 1):
+            yield item
+            if i % every == 0 or i == total:
+                progress.stage(f"{unit} {i}/{total}", i, **progress.live_metrics)
+            else:
+                progress.update(i, description=f"{name} {unit} {i}/{total}")
+
+
+def report(**metrics: Any) -> None:
+    """Show ``metrics`` on the innermost active progress display (nothing when there is none)."""
+    if _ACTIVE:
+        _ACTIVE[-1].update(**metrics)

@@ -55,3 +55,17 @@ def test_terminal_bar_shows_live_and_epoch_metrics_within_80_columns(monkeypatch
 
 def test_format_seconds():
     assert [format_seconds(s) for s in (4.4, 185, 7260)] == ["4s", "3m05s", "2h01m"]
+
+
+def test_track_prints_every_nth_stage_with_the_reported_metrics(monkeypatch):
+    import oral6_core.progress as progress
+
+    console, buffer = _console(terminal=False)
+    monkeypatch.setattr(progress, "Console", lambda stderr: console)
+    for step in progress.track(range(1, 8), "nern fit", "step", every=3):
+        progress.report(loss=1.0 / step)
+    lines = buffer.getvalue().splitlines()
+    assert [line.split(" [")[0][9:] for line in lines] == ["nern fit step 3/7", "nern fit step 6/7", "nern fit step 7/7"]
+    assert lines[-1].endswith("loss 0.1429")
+    progress.report(loss=0.0)  # no active display: nothing happens
+    assert len(buffer.getvalue().splitlines()) == 3
