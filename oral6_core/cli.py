@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +29,8 @@ class Oral6Group(TyperGroup):
     """Turns every ``Oral6Error`` raised by any command (plugin commands too) into one paragraph and exit 2."""
 
     def invoke(self, ctx: Any) -> Any:
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminated) if main else None
         try:
             return super().invoke(ctx)
         except RunInterrupted as exc:
@@ -35,9 +39,21 @@ class Oral6Group(TyperGroup):
         except Oral6Error as exc:
             err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("Interrupted; files already written are complete (writes are atomic).")
-            raise typer.Exit(130) from None
+        except (KeyboardInterrupt, _Terminated) as exc:
+            name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("SIGINT", 130)
+            err_console.print(f"Stopped by {name}; files already written are complete (writes are atomic).")
+            raise typer.Exit(code) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM outside a training loop (which stops at a safe point itself)."""
+
+
+def _terminated(_signum: int, _frame: Any) -> None:
+    raise _Terminated
 
 
 app = typer.Typer(

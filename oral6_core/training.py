@@ -344,7 +344,8 @@ class _StopRequest:
 
     def _handle(self, signum: int, _frame: Any) -> None:
         if self.signum:
-            raise KeyboardInterrupt
+            raise RunInterrupted(f"Stopped at once by a second {signal.Signals(signum).name}; the last checkpoint written "
+                                 f"(if any) is complete.", 128 + signum)
         self.signum = signum
 
     def requested(self) -> int:

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from oral6_core import io, registry
-from oral6_core.components import OptimizerFactory
+from oral6_core.components import DatasetSource, OptimizerFactory
 from oral6_core.config import TrainConfig
 from oral6_core.errors import RunInterrupted
+from oral6_core.hookspecs import hookimpl
 from oral6_core.metrics import evaluate
 from oral6_core.training import BEST, CHECKPOINT, fit
 
@@ -217,3 +218,27 @@ def test_config_json_holds_resolved_options_versions_and_seed(cli, tmp_path):
     versions = config["versions"]
     assert versions["python"] == platform.python_version() and versions["torch"] == torch.__version__
     assert versions["oral6-core"] and versions["plugins"]["builtin"]["distribution"] == "oral6-core"
+
+
+class _TermOnLoad(DatasetSource):
+    """A dataset whose loading is cut short by SIGTERM."""
+
+    name = "test-sigterm-on-load"
+
+    def load(self, seed=0):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM was not handled")
+
+
+class _TermPlugin:
+    @hookimpl
+    def oral6_datasets(self):
+        return [_TermOnLoad]
+
+
+def test_sigterm_outside_the_loop_is_a_message_and_exit_143(cli, register_plugin, tmp_path):
+    register_plugin(_TermPlugin(), "test-sigterm")
+    code, _ = cli("train", "--dataset", "test-sigterm-on-load", "--out", tmp_path / "run", *TINY)
+    assert code == 143 and "Stopped by SIGTERM; files already written are complete" in cli.last_stderr
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
