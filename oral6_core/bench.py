@@ -80,15 +80,29 @@ def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def run_benchmark(name: str, out_dir: Path, quick: bool = False, options: dict[str, Any] | None = None,
-                  update_readme_file: bool = False) -> BenchResult:
-    """Run benchmark ``name``; write ``results.json`` and ``results.md`` under ``out_dir``."""
+                  update_readme_file: bool = False, loggers: dict[str, dict[str, Any]] | None = None) -> BenchResult:
+    """Run benchmark ``name``; write ``results.json`` and ``results.md`` under ``out_dir``.
+
+    ``loggers`` (``{name: options}``) get the options, each row's numbers (at the row's index), how
+    many claims held, and the written files.
+    """
+    from .loggers import start_loggers
+
     bench = registry.create("benchmark", name, options)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = bench.run(out_dir, quick=quick)
+    logs = start_loggers(loggers or {}, out_dir, "bench", {"benchmark": name, "quick": quick, "bench": bench.config.model_dump(mode="json")})
+    with logs:
+        result = bench.run(out_dir, quick=quick)
     write_json({"benchmark": name, "quick": quick, "options": bench.config.model_dump(mode="json"), "versions": versions(),
                 "rows": result.rows, "claims": result.claims, "outputs": [f.name for f in result.files]}, out_dir / "results.json")
     write_text(f"# {name}{' (quick)' if quick else ''}\n\n{result.markdown}", out_dir / "results.md")
     result.files[:0] = [out_dir / "results.json", out_dir / "results.md"]
+    if logs:
+        for index, row in enumerate(result.rows):
+            logs.log(row, index)
+        logs.log({"claims_held": sum(result.claims.values()), "claims": len(result.claims)}, len(result.rows))
+        logs.log_artifacts(result.files)
+        logs.finish("completed")
     if update_readme_file:
         if type(bench).readme is None:
             raise Oral6Error(f"Benchmark {name!r} does not name a README to update.")

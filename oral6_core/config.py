@@ -57,6 +57,7 @@ class RunConfig(BaseModel):
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: Path | None = None
+    loggers: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 def check_selected(run: RunConfig) -> None:

@@ -172,12 +172,17 @@ class MlflowLogger(Logger):
         return self.config.every_n_steps
 
     def _store(self, run: RunInfo) -> tuple[str, str | None]:
-        """Tracking URI and, for the default local store, the artifact folder (``mlruns/`` beside the run)."""
-        if self.config.tracking_uri:
-            return self.config.tracking_uri, None
-        parent = run.out_dir.resolve().parent
-        parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{parent / 'mlflow.db'}", (parent / "mlruns").as_uri()
+        """Tracking URI and, for a local SQLite store, its artifact folder (``mlruns/`` beside the database).
+
+        The default is ``sqlite:///<parent of the run folder>/mlflow.db``: MLflow 3 refuses new file
+        stores unless ``MLFLOW_ALLOW_FILE_STORE`` is set; a ``file:`` URI still works where it is.
+        """
+        uri = self.config.tracking_uri or f"sqlite:///{run.out_dir.resolve().parent / 'mlflow.db'}"
+        if not uri.startswith("sqlite:///"):
+            return uri, None  # servers and file stores place artifacts themselves
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        return uri, (database.parent / "mlruns").as_uri()
 
     def start(self, run: RunInfo) -> None:
         require("mlflow", "mlflow", "The mlflow logger")

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from .components import Batch, OptimizerFactory, Pruner, Regularizer, TrainConte
 from .config import RunConfig, TrainConfig, check_selected
 from .data import BatchLoader, DataBundle
 from .errors import CheckpointError, ConfigError, NonFiniteLossError, RunInterrupted, ShapeError
+from .loggers import Logger, LoggerGroup, RunInfo, build_loggers, run_artifacts
 from .io import append_jsonl, load_torch, save_torch, write_json, write_jsonl
 from .metrics import evaluate
 from .models import FeaturesAndLogits
@@ -124,6 +125,8 @@ def fit(
     resume: bool = False,
     describe: dict[str, Any] | None = None,
     overwrite: bool = False,
+    loggers: Sequence[Logger] = (),
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train ``model`` on ``bundle``: evaluation each epoch, JSONL metrics, atomic checkpoints.
 
@@ -131,14 +134,17 @@ def fit(
     ``resume`` (continue from its checkpoint, ending exactly where an uninterrupted run would have)
     or ``overwrite``. SIGINT or SIGTERM stops the run after the current step with a checkpoint and
     raises ``RunInterrupted``. A NaN or infinite loss raises ``NonFiniteLossError`` naming the step.
+    ``loggers`` (rank 0 only) get the run's start, per-step and per-epoch metrics, files and end;
+    ``on_epoch_end(row)`` is called with each finished epoch's row (a sweep's pruning hook).
     """
     train = train or TrainConfig()
     with RunFolder(out_dir, resume, overwrite) if out_dir is not None else nullcontext(), _StopRequest() as stop:
-        return _fit(model, bundle, optimizer, train, regularizer, pruner, out_dir, resume, describe, stop)
+        return _fit(model, bundle, optimizer, train, regularizer, pruner, out_dir, resume, describe, stop, loggers, on_epoch_end)
 
 
 def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, train: TrainConfig, regularizer: Regularizer | None,
-         pruner: Pruner | None, out_dir: Path | None, resume: bool, describe: dict[str, Any] | None, stop: "_StopRequest") -> RunResult:
+         pruner: Pruner | None, out_dir: Path | None, resume: bool, describe: dict[str, Any] | None, stop: "_StopRequest",
+         loggers: Sequence[Logger], on_epoch_end: Callable[[dict[str, Any]], None] | None) -> RunResult:
     dist = distributed.setup(train.device)
     device = resolve_device(train.device)
     task = bundle.task
@@ -181,6 +187,11 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
         if resume:
             write_jsonl(history, out_dir / METRICS)  # type: ignore[operator]  # drops rows of an epoch the checkpoint does not hold
         write_json(_config_record(describe, train, optimizer, regularizer, pruner), out_dir / "config.json")  # type: ignore[operator]
+    logs = LoggerGroup(loggers if dist.is_main else ())
+    if logs:
+        if out_dir is None:
+            raise ConfigError("Loggers write next to the run's files: give the run a folder (out_dir) to use them.")
+        logs.start(RunInfo(out_dir, {**(describe or {}), "train": train.model_dump(mode="json")}, "train", resume, step))
 
     def save_checkpoint(epochs_done: int, batch: int, loss_sums: tuple[float, int], seconds: float) -> None:
         save_torch(
@@ -196,7 +207,7 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
     on_cpu = device.type == "cpu"
     progress = Progress("train", total_steps, enabled=None if train.progress and dist.is_main else False, completed=step)
     model.train()
-    with progress:
+    with progress, logs:
         for epoch in range(start_epoch, train.epochs):
             t0 = time.perf_counter()
             loader.set_epoch(epoch, skip)
@@ -227,6 +238,7 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
                 if pruner is not None:
                     pruner.on_step_end(step, total_steps)
                 opt.zero_grad(set_to_none=True)
+                logs.log_step(step, lambda: {"step/train_loss": loss.item(), "step/lr": opt.param_groups[0]["lr"]})
                 signum = stop.requested()
                 every = train.checkpoint_every
                 if writer and (signum or (every and step % every == 0 and batch_index < steps_per_epoch)):
@@ -255,6 +267,9 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
                                out_dir / BEST)  # type: ignore[operator]
                 if train.checkpoint or signum:
                     save_checkpoint(epoch + 1, 0, (0.0, 0), elapsed)
+            logs.log(row, step)
+            if on_epoch_end is not None:
+                on_epoch_end(row)
             progress.stage(f"epoch {epoch + 1}/{train.epochs}", step, **_shown(row))
             if signum:
                 raise _interrupted(signum, out_dir, epoch, steps_per_epoch, steps_per_epoch)
@@ -269,6 +284,9 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
         summary["distributed"] = {"world_size": dist.world_size, "ranks_agree": distributed.agree(final_loss)}
     if writer:
         write_json(summary, out_dir / SUMMARY)  # type: ignore[operator]
+    if logs:
+        logs.log_artifacts(run_artifacts(out_dir))  # type: ignore[arg-type]
+        logs.finish("completed")
     return RunResult(summary, history, model, out_dir, pruner)
 
 
@@ -412,7 +430,8 @@ def build_model(run: RunConfig, bundle: DataBundle) -> nn.Module:
     return builder.build(bundle.input_shape, outputs)
 
 
-def train(run: RunConfig, resume: bool = False, overwrite: bool = False) -> RunResult:
+def train(run: RunConfig, resume: bool = False, overwrite: bool = False,
+          on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Build the components named in ``run`` and train: what ``oral6 train`` does.
 
     Options for an unselected component, and a run folder that cannot take the run, are errors
@@ -422,6 +441,7 @@ def train(run: RunConfig, resume: bool = False, overwrite: bool = False) -> RunR
     if run.out is not None:
         RunFolder(run.out, resume, overwrite).check()
     opts = run.options
+    loggers = build_loggers(run.loggers)
     seed_everything(run.train.seed)
     components = {"model": registry.create("model", run.model, opts.get("model")),
                   "dataset": registry.create("dataset", run.dataset, opts.get("dataset")),
@@ -433,9 +453,10 @@ def train(run: RunConfig, resume: bool = False, overwrite: bool = False) -> RunR
     bundle = components["dataset"].load(seed=run.train.seed)
     model = build_model(run, bundle)
     describe = {"model": run.model, "dataset": run.dataset, "optimizer": run.optimizer, "regularizer": run.regularizer,
-                "pruner": run.pruner, "options": {kind: resolved(c) for kind, c in components.items()}, "seed": run.train.seed}
+                "pruner": run.pruner, "options": {kind: resolved(c) for kind, c in components.items()}, "seed": run.train.seed,
+                "loggers": {lg.name: resolved(lg) for lg in loggers}}
     return fit(model, bundle, components["optimizer"], run.train, components.get("regularizer"), components.get("pruner"),
-               run.out, resume, describe, overwrite)
+               run.out, resume, describe, overwrite, loggers, on_epoch_end)
 
 
 def load_trained_model(checkpoint: Path, model: str | None = None, options: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
