@@ -19,6 +19,7 @@ from . import __version__, registry, workflows
 from .config import RunConfig, TrainConfig, load_toml, merge_options, parse_set_options, validate_config
 from .errors import ConfigError, Oral6Error, RunInterrupted
 from .plugins import failed_plugins, get_plugin_manager, plugin_source
+from .rundir import is_main_process
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,7 +35,8 @@ class Oral6Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except RunInterrupted as exc:
-            err_console.print(str(exc), highlight=False, soft_wrap=True)
+            if is_main_process():  # every torchrun rank stops at the same step; one message is enough
+                err_console.print(str(exc), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except Oral6Error as exc:
             err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -82,6 +83,15 @@ def maximum(value: int) -> int:
     t = torch.tensor([value], dtype=torch.int64, device=device)
     torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
     return int(t.item())
+
+
+def gather(value: Any) -> list[Any]:
+    """``value`` (any picklable object) from every rank, in rank order; ``[value]`` without a process group."""
+    if not is_active():
+        return [value]
+    values: list[Any] = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(values, value)
+    return values
 
 
 def agree(value: float, tol: float = 1e-6) -> bool:

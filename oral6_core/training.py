@@ -179,7 +179,12 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
         if pruner is not None:
             pruner.load_state_dict(ckpt["pruner"])
         start_epoch, step, elapsed, history = ckpt["epoch"], ckpt["step"], ckpt["elapsed"], ckpt["history"]
-        skip, sums = ckpt.get("batch", 0), tuple(ckpt.get("monitor") or sums)  # type: ignore[assignment]
+        skip = ckpt.get("batch", 0)
+        if skip:
+            if len(ckpt["monitor"]) != dist.world_size:
+                raise CheckpointError(f"{out_dir / CHECKPOINT} was written mid-epoch by {len(ckpt['monitor'])} processes; "
+                                      f"resume it with as many (it holds each one's position and loss sums).")
+            sums = tuple(ckpt["monitor"][dist.rank])  # type: ignore[assignment]
         if train.epochs < start_epoch + (skip > 0):
             raise ConfigError(f"The run in {out_dir} has already begun epoch {start_epoch + (skip > 0)}; --epochs must be at least that.")
         _set_rng_state(ckpt["rng"])
@@ -193,7 +198,7 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
             raise ConfigError("Loggers write next to the run's files: give the run a folder (out_dir) to use them.")
         logs.start(RunInfo(out_dir, {**(describe or {}), "train": train.model_dump(mode="json")}, "train", resume, step))
 
-    def save_checkpoint(epochs_done: int, batch: int, loss_sums: tuple[float, int], seconds: float) -> None:
+    def save_checkpoint(epochs_done: int, batch: int, loss_sums: list[tuple[float, int]] | None, seconds: float) -> None:
         save_torch(
             {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "pruner": pruner.state_dict() if pruner is not None else None, "epoch": epochs_done, "batch": batch, "monitor": loss_sums,
@@ -241,9 +246,11 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
                 logs.log_step(step, lambda: {"step/train_loss": loss.item(), "step/lr": opt.param_groups[0]["lr"]})
                 signum = stop.requested()
                 every = train.checkpoint_every
-                if writer and (signum or (every and step % every == 0 and batch_index < steps_per_epoch)):
+                if out_dir is not None and (signum or (every and step % every == 0 and batch_index < steps_per_epoch)):
                     monitor.check(step)
-                    save_checkpoint(epoch, batch_index, monitor.sums(), elapsed + time.perf_counter() - t0)
+                    sums_by_rank = distributed.gather(monitor.sums())
+                    if writer:
+                        save_checkpoint(epoch, batch_index, sums_by_rank, elapsed + time.perf_counter() - t0)
                 if signum:
                     raise _interrupted(signum, out_dir, epoch, batch_index, steps_per_epoch)
                 if progress.live and step % 10 == 0:
@@ -266,7 +273,7 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
                     save_torch({"model": model.state_dict(), "epoch": epoch + 1, best_key: row[best_key], "run": describe or {}},
                                out_dir / BEST)  # type: ignore[operator]
                 if train.checkpoint or signum:
-                    save_checkpoint(epoch + 1, 0, (0.0, 0), elapsed)
+                    save_checkpoint(epoch + 1, 0, None, elapsed)
             logs.log(row, step)
             if on_epoch_end is not None:
                 on_epoch_end(row)
@@ -376,6 +383,7 @@ class _StopRequest:
 
 
 def _interrupted(signum: int, out_dir: Path | None, epoch: int, batch: int, steps_per_epoch: int) -> RunInterrupted:
+    distributed.maximum(0)  # under torchrun the other ranks wait here until rank 0 has written the checkpoint
     where = f"Stopped by {signal.Signals(signum).name} after batch {batch}/{steps_per_epoch} of epoch {epoch + 1}"
     if out_dir is None:
         return RunInterrupted(f"{where}; nothing was saved (no run folder).", 128 + signum)
