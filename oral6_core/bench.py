@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 from . import registry
 from .components import BenchResult
-from .errors import Oral6Error
+from .errors import ConfigError, Oral6Error
 from .io import atomic_open, write_json, write_text
 from .rundir import versions
 
@@ -79,6 +79,20 @@ def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return plt.subplots(*args, **kwargs)
 
 
+QUICK_VERDICT = "not evaluated (quick)"
+
+
+def unevaluated(markdown: str, claims: dict[str, bool]) -> str:
+    """``markdown`` with each claim's ``held`` / ``did not hold`` replaced by ``not evaluated (quick)``.
+
+    A quick run is far too small to test a claim, so it states no verdict.
+    """
+    for claim in claims:
+        for verdict in ("held", "did not hold"):
+            markdown = markdown.replace(f"{claim}: {verdict}", f"{claim}: {QUICK_VERDICT}")
+    return markdown
+
+
 def run_benchmark(name: str, out_dir: Path, quick: bool = False, options: dict[str, Any] | None = None,
                   update_readme_file: bool = False, loggers: dict[str, dict[str, Any]] | None = None) -> BenchResult:
     """Run benchmark ``name``; write ``results.json`` and ``results.md`` under ``out_dir``.
@@ -88,11 +102,16 @@ def run_benchmark(name: str, out_dir: Path, quick: bool = False, options: dict[s
     """
     from .loggers import start_loggers
 
+    if quick and update_readme_file:
+        raise ConfigError("--update-readme needs a full run: a --quick run only checks that the benchmark works, "
+                          "its numbers are not results. Drop --quick (or --update-readme).")
     bench = registry.create("benchmark", name, options)
     out_dir.mkdir(parents=True, exist_ok=True)
     logs = start_loggers(loggers or {}, out_dir, "bench", {"benchmark": name, "quick": quick, "bench": bench.config.model_dump(mode="json")})
     with logs:
         result = bench.run(out_dir, quick=quick)
+    if quick:
+        result.markdown = unevaluated(result.markdown, result.claims)
     write_json({"benchmark": name, "quick": quick, "options": bench.config.model_dump(mode="json"), "versions": versions(),
                 "rows": result.rows, "claims": result.claims, "outputs": [f.name for f in result.files]}, out_dir / "results.json")
     write_text(f"# {name}{' (quick)' if quick else ''}\n\n{result.markdown}", out_dir / "results.md")
