@@ -1,11 +1,12 @@
 """Loggers: where a run's parameters, metrics and files go besides its own folder.
 
-Built-ins: ``jsonl`` (the run folder's ``metrics.jsonl``, always on for a training run),
-``tensorboard`` and ``mlflow``; plugins add more through the ``oral6_loggers`` hook. Each logger
-gets ``start(run)`` once, ``log(metrics, step)`` for every epoch row (and, when its
-``step_interval`` is positive, every that many steps with keys prefixed ``step/``),
-``log_artifact(path)`` for the run's files and ``finish(status)`` once, with status
-``completed``, ``failed``, ``interrupted`` or ``pruned``. Only rank 0 of a ``torchrun`` job logs.
+Built-ins: ``jsonl`` (training always writes its ``metrics.jsonl``; other workflows write
+``metrics-WORKFLOW.jsonl`` with it), ``tensorboard`` and ``mlflow``; plugins add more through
+the ``oral6_loggers`` hook. Each logger gets ``start(run)`` once, ``log(metrics, step)`` for
+every epoch row (and, when its ``step_interval`` is positive, every that many steps with keys
+prefixed ``step/``), ``log_artifact(path)`` for the run's files and ``finish(status)`` once, with
+status ``completed``, ``failed``, ``interrupted`` or ``pruned``. Only rank 0 of a ``torchrun``
+job logs.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class RunInfo:
 
     def local(self, name: str) -> Path:
         """A logger's file or folder in the run folder (suffixed by the workflow outside training)."""
-        return self.out_dir / (name if self.workflow == "train" else f"{name}-{self.workflow}")
+        if self.workflow == "train":
+            return self.out_dir / name
+        stem, dot, suffix = name.partition(".")
+        return self.out_dir / f"{stem}-{self.workflow}{dot}{suffix}"
 
     @property
     def params(self) -> dict[str, bool | int | float | str]:
@@ -92,12 +96,12 @@ class Logger(Component):
 
 
 class JsonlLogger(Logger):
-    """The run folder's metrics.jsonl: one JSON line per epoch row (always on for training)."""
+    """One JSON line per logged row: metrics-WORKFLOW.jsonl (training always writes its metrics.jsonl itself)."""
 
     name = "jsonl"
 
     def start(self, run: RunInfo) -> None:
-        self.path = run.out_dir / "metrics.jsonl"
+        self.path = run.local("metrics.jsonl")
         if not run.resume:
             self.path.unlink(missing_ok=True)
 
@@ -122,10 +126,12 @@ class TensorBoardLogger(Logger):
         return self.config.every_n_steps
 
     def start(self, run: RunInfo) -> None:
-        tb = require("torch.utils.tensorboard", "tensorboard", "The tensorboard logger")
+        require("tensorboard", "tensorboard", "The tensorboard logger")
+        from torch.utils.tensorboard import SummaryWriter
+
         self.log_dir = self.config.log_dir or run.local("tensorboard")
         # A resumed run appends to the same folder; events logged after its checkpoint are dropped.
-        self.writer = tb.SummaryWriter(str(self.log_dir), purge_step=run.start_step + 1 if run.resume else None)
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=run.start_step + 1 if run.resume else None)
         self.params, self.last, self.step = run.params, {}, run.start_step
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -193,7 +199,7 @@ class MlflowLogger(Logger):
         from mlflow.tracking import MlflowClient
 
         uri, artifacts = self._store(run)
-        record = run.local("mlflow").with_suffix(".json")
+        record = run.local("mlflow.json")
         self.pending: list[Any] = []
         try:
             self.client = MlflowClient(tracking_uri=uri)
@@ -316,10 +322,7 @@ class LoggerGroup:
 
 
 def logger_spec(names: Sequence[str], options: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """``{name: options}`` for the selected loggers; options for an unselected one are an error.
-
-    ``jsonl`` is dropped: the training loop always writes its ``metrics.jsonl`` itself.
-    """
+    """``{name: options}`` for the selected loggers; options for an unselected one are an error."""
     options = dict(options or {})
     unused = sorted(set(options) - set(names))
     if unused:
@@ -330,7 +333,7 @@ def logger_spec(names: Sequence[str], options: Mapping[str, Any] | None = None) 
     for name, values in options.items():
         if not isinstance(values, dict):
             raise ConfigError(f"Set logger options as logger.{name}.OPTION=VALUE, not logger.{name}={values!r}.")
-    return {name: dict(options.get(name, {})) for name in dict.fromkeys(names) if name != "jsonl"}
+    return {name: dict(options.get(name, {})) for name in dict.fromkeys(names)}
 
 
 def build_loggers(spec: Mapping[str, Mapping[str, Any]]) -> list[Logger]:

@@ -449,7 +449,7 @@ def train(run: RunConfig, resume: bool = False, overwrite: bool = False,
     if run.out is not None:
         RunFolder(run.out, resume, overwrite).check()
     opts = run.options
-    loggers = build_loggers(run.loggers)
+    loggers = build_loggers({name: options for name, options in run.loggers.items() if name != "jsonl"})  # fit writes metrics.jsonl
     seed_everything(run.train.seed)
     components = {"model": registry.create("model", run.model, opts.get("model")),
                   "dataset": registry.create("dataset", run.dataset, opts.get("dataset")),
