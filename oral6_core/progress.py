@@ -14,7 +14,6 @@ elapsed time, the estimated time left and the metrics, so a log file shows how f
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,6 +21,8 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, TypeVar
 
 from rich.console import Console
+
+from .rundir import is_main_process
 
 _SHOWN: ContextVar[bool] = ContextVar("oral6_progress_shown", default=True)
 _ACTIVE: list["Progress"] = []  # entered displays, innermost last
@@ -39,10 +40,6 @@ def shown(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _SHOWN.reset(token)
-
-
-def _main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -86,7 +83,7 @@ class Progress:
     def __init__(self, name: str, total: int | None = None, enabled: bool | None = None, completed: int = 0,
                  console: Console | None = None) -> None:
         enabled = _SHOWN.get() if enabled is None else enabled
-        self.name, self.total, self.enabled, self.completed = name, total, enabled and _main_process(), completed
+        self.name, self.total, self.enabled, self.completed = name, total, enabled and is_main_process(), completed
         self.console = console or Console(stderr=True)
         self.live = self.enabled and self.console.is_terminal
         self.description = name
