@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -156,23 +153,3 @@ def test_interrupted_sweep_resumes_with_the_missing_trials(tmp_path):
     assert not first_two & {t["params"]["x"] for t in result.trials[3:]}
     with pytest.raises(SweepError, match="minimize"):
         optimize(quadratic, parse_space(SPACE), trials=6, storage=storage, direction="maximize")
-
-
-def test_two_processes_share_one_study(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    worker = textwrap.dedent(
-        f"""
-        import sys, time
-        from oral6_core.sweep import optimize, parse_space
-        def objective(trial):
-            time.sleep(0.05)
-            return trial.params["x"] ** 2
-        optimize(objective, parse_space({SPACE!r}), trials=8, storage={storage!r}, seed=int(sys.argv[1]))
-        """
-    )
-    script = tmp_path / "worker.py"
-    script.write_text(worker)
-    procs = [subprocess.Popen([sys.executable, str(script), str(seed)]) for seed in (0, 100)]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    result = optimize(quadratic, parse_space(SPACE), trials=8, storage=storage)
-    assert len(result.trials) == 8 and all(t["state"] == "complete" for t in result.trials)
