@@ -29,13 +29,13 @@ class RunFolder:
     """Claims ``path`` for one run while used as a context manager (on the main process only).
 
     ``resume`` continues the run already there, ``overwrite`` deletes its files first; without
-    either, a folder holding ``files`` is an error rather than silently mixed or replaced.
+    either, a folder holding any of ``RUN_FILES`` is an error rather than silently mixed or replaced.
     """
 
-    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False, files: tuple[str, ...] = RUN_FILES) -> None:
+    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False) -> None:
         if resume and overwrite:
             raise RunFolderError("--resume and --overwrite exclude each other: resume continues a run, overwrite replaces it.")
-        self.path, self.resume, self.overwrite, self.files = Path(path), resume, overwrite, files
+        self.path, self.resume, self.overwrite = Path(path), resume, overwrite
         self.active = is_main_process()
         self._lock: FileLock | None = None
 
@@ -55,7 +55,7 @@ class RunFolder:
 
     def _refuse_existing(self) -> list[str]:
         """The run files already in the folder; an error when there are some and neither flag was given."""
-        found = [name for name in self.files if (self.path / name).exists()]
+        found = [name for name in RUN_FILES if (self.path / name).exists()]
         if found and not (self.resume or self.overwrite):
             raise RunFolderError(
                 f"{self.path} already holds a run ({', '.join(found)}). Continue it with --resume {self.path}, "
