@@ -105,9 +105,9 @@ def _wait_for(path, process, seconds=90):
 
 
 def test_sigterm_to_a_real_run_resumes_bit_identically_and_a_second_writer_is_refused(cli, tmp_path):
-    run, args = tmp_path / "run", ["--batch-size", "8", "--set", "model.dropout=0.2", *TINY]
+    run, args = tmp_path / "run", ["--batch-size", "32", "--set", "model.dropout=0.2", *TINY]
     env = {**os.environ, "ORAL6_LOAD_PLUGINS": "", "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "oral6_core", "train", "--out", str(run), "--epochs", "100", *args],
+    first = subprocess.Popen([sys.executable, "-m", "oral6_core", "train", "--out", str(run), "--epochs", "1000", *args],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         _wait_for(run / "config.json", first)  # written once the first process holds the folder
