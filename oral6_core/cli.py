@@ -244,14 +244,19 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default auto)."),
     sets: Optional[list[str]] = SetOption,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML run file; flags and --set override it."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<time>-<dataset>-<model>-...); must not hold a run."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<time>-<dataset>-<model>-...); one that holds a run "
+                                       "needs --resume or --overwrite."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint, exactly. "
                                           "Only --epochs, --device, --checkpoint-every and --progress may change."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in the --out folder."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N steps, mid-epoch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train a model, composing an optimizer with an optional regularizer and pruner."""
+    """Train a model, composing an optimizer with an optional regularizer and pruner.
+
+    Ctrl-C or SIGTERM stops after the current step with a checkpoint (exit 130 or 143); --resume then
+    continues exactly.
+    """
     from .training import default_out_dir
     from .training import train as run_training
 
