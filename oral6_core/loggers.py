@@ -120,6 +120,9 @@ class TensorBoardLogger(Logger):
 
     name = "tensorboard"
     Config = TensorBoardConfig
+    # Per-step scalars are written in batches (with each epoch row, or this many at once), so the
+    # event writer's thread does not compete with the training steps for the interpreter lock.
+    BATCH: ClassVar[int] = 200
 
     @property
     def step_interval(self) -> int:  # type: ignore[override]
@@ -133,13 +136,20 @@ class TensorBoardLogger(Logger):
         # A resumed run appends to the same folder; events logged after its checkpoint are dropped.
         self.writer = SummaryWriter(str(self.log_dir), purge_step=run.start_step + 1 if run.resume else None)
         self.params, self.last, self.step = run.params, {}, run.start_step
+        self.pending: list[tuple[str, float, int]] = []
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
-        for key, value in numeric(metrics).items():
-            self.writer.add_scalar(key, value, step)
-            if not key.startswith("step/"):
-                self.last[key] = value
+        values = numeric(metrics)
+        self.pending.extend((key, value, step) for key, value in values.items())
         self.step = max(self.step, step)
+        if any(not key.startswith("step/") for key in values) or len(self.pending) >= self.BATCH:
+            self._flush()
+        self.last.update({k: v for k, v in values.items() if not k.startswith("step/")})
+
+    def _flush(self) -> None:
+        for key, value, step in self.pending:
+            self.writer.add_scalar(key, value, step)
+        self.pending = []
 
     def log_artifact(self, path: Path) -> None:
         if self.config.images and path.suffix.lower() == ".png":
@@ -152,6 +162,7 @@ class TensorBoardLogger(Logger):
     def finish(self, status: str) -> None:
         from torch.utils.tensorboard.summary import hparams
 
+        self._flush()
         if self.params:
             for summary in hparams(self.params, {**self.last, "completed": float(status == "completed")}):
                 self.writer.file_writer.add_summary(summary)
