@@ -43,6 +43,10 @@ class RunFolderError(Oral6Error):
     """A run folder that another process is writing, that already holds a run, or that cannot be written."""
 
 
+class WriteError(Oral6Error):
+    """An output file that cannot be written where it was asked for."""
+
+
 class RunInterrupted(Oral6Error):
     """Training stopped at a safe point on SIGINT or SIGTERM; ``exit_code`` is 130 or 143."""
 

@@ -11,7 +11,7 @@ from typing import IO, Any, Iterator
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, WriteError
 
 
 def _umask() -> int:
@@ -31,8 +31,15 @@ def _umask() -> int:
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise WriteError(f"Cannot write the file {path}: it is a folder.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a file where a folder should be, no permission, read-only disk
+        ancestor = next(p for p in path.parents if p.exists())
+        reason = f"{ancestor} is a file, not a folder" if not ancestor.is_dir() else exc.strerror or str(exc)
+        raise WriteError(f"Cannot write {path}: {reason}.") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, mode) as handle:

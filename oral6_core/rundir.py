@@ -43,7 +43,7 @@ class RunFolder:
         """Explain, before any work is done, why this folder cannot take the run (no-op on other ranks)."""
         if not self.active:
             return
-        _check_writable(self.path)
+        check_writable(self.path)
         if self.path.is_dir():
             probe = FileLock(self.path / LOCK, timeout=0)
             try:
@@ -66,7 +66,7 @@ class RunFolder:
     def __enter__(self) -> "RunFolder":
         if not self.active:
             return self
-        _check_writable(self.path)
+        check_writable(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -99,7 +99,8 @@ class RunFolder:
         )
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
+    """An error unless ``path`` is, or can be created as, a folder this user can write to."""
     if path.exists() and not path.is_dir():
         raise RunFolderError(f"--out {path} is an existing file, not a folder; pick a folder path.")
     ancestor = path

@@ -15,7 +15,7 @@ from .config import RESUMABLE, RunConfig, TrainConfig, flatten, validate_config
 from .data import ArrayDataset, DataBundle
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
 from .io import save_torch
-from .rundir import record, resolved
+from .rundir import check_writable, record, resolved
 from .metrics import evaluate
 from .progress import Progress
 from .training import CHECKPOINT, build_model, fit, load_trained_model, resolve_device, seed_everything
@@ -74,6 +74,8 @@ def _outputs(bundle: DataBundle) -> int:
 def adapt(adapter_name: str, source: str, target: str, model: str, source_model: str, source_epochs: int, source_lr: float,
           mode: str, k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None) -> dict[str, Any]:
     """Train a source model, hide it behind a ``BlackBox``, adapt a student on unlabelled target data."""
+    if out is not None:
+        check_writable(out)
     seed_everything(seed)
     adapter = registry.create("adapter", adapter_name, options.get("adapter"))
     src = _load_bundle(source, options.get("source"), seed)
@@ -122,6 +124,8 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
     With ``out``, ``search.json`` records the options, every candidate ranked, and the metrics;
     ``student.pt`` holds the distilled student (weights, candidate and module) when ``distil``.
     """
+    if out is not None:
+        check_writable(out)
     seed_everything(seed)
     predictor = registry.create("predictor", predictor_name, options.get("predictor"))
     source = registry.create("dataset", dataset, options.get("dataset"))
@@ -166,6 +170,8 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
 def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, options: dict[str, dict[str, Any]],
                    on_row: Callable[[dict[str, Any]], None] | None = None, device: str | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Fit a generative model on a dataset's stream; disentanglement of every seen environment after each one."""
+    if out is not None:
+        check_writable(out)
     from .metrics.disentanglement import evaluate_representation
 
     seed_everything(seed)
@@ -210,6 +216,8 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
 def represent(method: str, checkpoint: Path, model_name: str | None, use_data: bool, out: Path | None, seed: int,
               device: str, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Fit a weight representation of a trained network and compare the rebuilt network with it."""
+    if out is not None:
+        check_writable(out)
     seed_everything(seed)
     rep = registry.create("representation", method, options.get("representation"))
     dev = resolve_device(device)

@@ -15,7 +15,7 @@ import torch
 from oral6_core import io, registry
 from oral6_core.components import DatasetSource, OptimizerFactory
 from oral6_core.config import TrainConfig
-from oral6_core.errors import RunInterrupted
+from oral6_core.errors import RunInterrupted, WriteError
 from oral6_core.hookspecs import hookimpl
 from oral6_core.metrics import evaluate
 from oral6_core.training import BEST, CHECKPOINT, fit
@@ -153,6 +153,18 @@ def test_a_run_folder_needs_resume_or_overwrite_and_bad_out_paths_are_clear(cli,
     assert code == 2 and "is an existing file, not a folder" in out
     code, out = cli("train", "--out", a_file / "run", *TINY)
     assert code == 2 and "is a file, not a folder" in out and "Traceback" not in out
+
+
+def test_workflow_outputs_that_cannot_be_written_are_clear_errors(cli, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    code, out = cli("search", "--predictor", "params", "--dataset", "digits", "--teacher", tmp_path / "none.pt", "--out", a_file)
+    assert code == 2 and "is an existing file, not a folder" in out  # refused before any work
+    with pytest.raises(WriteError, match="notes.txt is a file, not a folder"):
+        io.write_json({}, a_file / "record.json")
+    with pytest.raises(WriteError, match="it is a folder"):
+        io.write_json({}, tmp_path)
+    assert a_file.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
