@@ -9,8 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-import torch
-
 from .errors import CheckpointError, WriteError
 
 
@@ -54,12 +52,16 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
 
 def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` atomically."""
+    import torch
+
     with atomic_open(path, "wb") as handle:
         torch.save(obj, handle)
 
 
 def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     """``torch.load`` with a clear error when the file is missing or unreadable."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {path}: the file does not exist.")
