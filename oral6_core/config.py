@@ -73,6 +73,33 @@ def check_selected(run: RunConfig) -> None:
             )
 
 
+def check_resume(saved: dict[str, Any], names: dict[str, Any], options: dict[str, dict[str, Any]], train: dict[str, Any],
+                 run_dir: Path, extra: tuple[str, ...] = ()) -> None:
+    """An error naming every given option that differs from the run's ``config.json`` (``saved``):
+    component ``names``, component ``options`` and ``train`` options other than ``RESUMABLE``, which a
+    resumed run would ignore; ``extra`` lists other such differences (e.g. ``--out``)."""
+    given = {**{f"--{k}": v for k, v in names.items()}, **flatten(options),
+             **{_train_label(k): v for k, v in train.items() if k not in RESUMABLE}}
+    recorded = {**{f"--{k}": saved.get(k) for k in names}, **flatten(saved.get("options") or {}),
+                **{_train_label(k): v for k, v in saved["train"].items()}}
+    changed = [f"{key} ({recorded.get(key)!r} -> {value!r})" for key, value in given.items() if recorded.get(key) != value]
+    changed += extra
+    if changed:
+        raise ConfigError(
+            f"--resume continues the run in {run_dir} as it was configured, so these options would be ignored: "
+            f"{'; '.join(changed)}. Resume may change only {', '.join(_train_label(k) for k in RESUMABLE)}. To change "
+            f"the others, start a new run (another --out, or --overwrite)."
+        )
+
+
+_TRAIN_FLAGS = ("epochs", "batch_size", "seed", "device", "checkpoint_every", "progress")
+
+
+def _train_label(key: str) -> str:
+    """How the user names a train option: its flag when it has one, else ``train.KEY``."""
+    return f"--{key.replace('_', '-')}" if key in _TRAIN_FLAGS else f"train.{key}"
+
+
 def flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}`` (nested dictionaries become dotted keys)."""
     flat: dict[str, Any] = {}

@@ -7,6 +7,7 @@ DistributedDataParallel; only rank 0 writes files.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from . import distributed, registry
 from .components import Batch, OptimizerFactory, Pruner, Regularizer, TrainContext
-from .config import RunConfig, TrainConfig, check_selected
+from .config import RunConfig, TrainConfig, check_resume, check_selected
 from .data import BatchLoader, DataBundle
 from .errors import CheckpointError, ConfigError, NonFiniteLossError, RunInterrupted, ShapeError
 from .loggers import Logger, LoggerGroup, RunInfo, build_loggers, run_artifacts
@@ -458,11 +459,13 @@ def train(run: RunConfig, resume: bool = False, overwrite: bool = False,
         components["regularizer"] = registry.create("regularizer", run.regularizer, opts.get("regularizer"))
     if run.pruner:
         components["pruner"] = registry.create("pruner", run.pruner, opts.get("pruner"))
+    names = {"model": run.model, "dataset": run.dataset, "optimizer": run.optimizer, "regularizer": run.regularizer, "pruner": run.pruner}
+    options = {kind: resolved(c) for kind, c in components.items()}
+    if resume and run.out is not None and (run.out / "config.json").is_file():
+        check_resume(json.loads((run.out / "config.json").read_text()), names, options, run.train.model_dump(mode="json"), run.out)
     bundle = components["dataset"].load(seed=run.train.seed)
     model = build_model(run, bundle)
-    describe = {"model": run.model, "dataset": run.dataset, "optimizer": run.optimizer, "regularizer": run.regularizer,
-                "pruner": run.pruner, "options": {kind: resolved(c) for kind, c in components.items()}, "seed": run.train.seed,
-                "loggers": {lg.name: resolved(lg) for lg in loggers}}
+    describe = {**names, "options": options, "seed": run.train.seed, "loggers": {lg.name: resolved(lg) for lg in loggers}}
     return fit(model, bundle, components["optimizer"], run.train, components.get("regularizer"), components.get("pruner"),
                run.out, resume, describe, overwrite, loggers, on_epoch_end)
 

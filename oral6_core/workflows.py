@@ -11,13 +11,13 @@ from typing import Any, Callable
 
 from . import registry
 from .components import BlackBox, SearchTask
-from .config import RESUMABLE, RunConfig, TrainConfig, flatten, validate_config
+from .config import RESUMABLE, RunConfig, TrainConfig, check_resume, validate_config
 from .data import ArrayDataset, DataBundle
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
 from .io import save_torch
-from .rundir import check_writable, record, resolved
 from .metrics import evaluate
 from .progress import Progress
+from .rundir import check_writable, record, resolved
 from .training import CHECKPOINT, build_model, fit, load_trained_model, resolve_device, seed_everything
 
 
@@ -34,33 +34,13 @@ def resumable_run(run_dir: Path, names: dict[str, Any] | None = None, options: d
         raise CheckpointError(f"Cannot resume {run_dir}: it holds no {CHECKPOINT} and config.json from `oral6 train`.")
     saved = json.loads(config_file.read_text())
     train_values = dict(train_values or {})
-    given = {**{f"--{k}": v for k, v in (names or {}).items()}, **flatten(options or {}),
-             **{_train_label(k): v for k, v in train_values.items() if k not in RESUMABLE}}
-    recorded = {**{f"--{k}": saved.get(k) for k in (names or {})}, **flatten(saved.get("options") or {}),
-                **{_train_label(k): v for k, v in saved["train"].items()}}
-    changed = [f"{key} ({recorded.get(key)!r} -> {value!r})" for key, value in given.items() if recorded.get(key) != value]
-    if out is not None and Path(out).resolve() != run_dir.resolve():
-        changed.append(f"--out ({str(run_dir)!r} -> {str(out)!r})")
-    if changed:
-        allowed = ", ".join(_train_label(k) for k in RESUMABLE)
-        raise ConfigError(
-            f"--resume continues the run in {run_dir} as it was configured, so these options would be ignored: "
-            f"{'; '.join(changed)}. Resume may change only {allowed}. To change the others, start a new run "
-            f"(another --out, or --overwrite)."
-        )
+    extra = (f"--out ({str(run_dir)!r} -> {str(out)!r})",) if out is not None and Path(out).resolve() != run_dir.resolve() else ()
+    check_resume(saved, names or {}, options or {}, train_values, run_dir, extra)
     updates = {k: v for k, v in train_values.items() if k in RESUMABLE}
     train_cfg = validate_config(TrainConfig, {**saved["train"], **updates}, "train")
     return RunConfig(model=saved["model"], dataset=saved["dataset"], optimizer=saved["optimizer"],
                      regularizer=saved["regularizer"], pruner=saved["pruner"], options=saved["options"],
                      train=train_cfg, out=run_dir)
-
-
-_TRAIN_FLAGS = ("epochs", "batch_size", "seed", "device", "checkpoint_every", "progress")
-
-
-def _train_label(key: str) -> str:
-    """How the user names a train option: its flag when it has one, else ``train.KEY``."""
-    return f"--{key.replace('_', '-')}" if key in _TRAIN_FLAGS else f"train.{key}"
 
 
 def _load_bundle(name: str, options: dict[str, Any] | None, seed: int) -> DataBundle:

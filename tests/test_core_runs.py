@@ -14,11 +14,11 @@ import torch
 
 from oral6_core import io, registry
 from oral6_core.components import DatasetSource, OptimizerFactory
-from oral6_core.config import TrainConfig
-from oral6_core.errors import RunInterrupted, WriteError
+from oral6_core.config import RunConfig, TrainConfig
+from oral6_core.errors import ConfigError, RunInterrupted, WriteError
 from oral6_core.hookspecs import hookimpl
 from oral6_core.metrics import evaluate
-from oral6_core.training import BEST, CHECKPOINT, fit
+from oral6_core.training import BEST, CHECKPOINT, fit, train
 
 TINY = ["--no-progress", "--device", "cpu"]
 
@@ -216,6 +216,15 @@ def test_resume_refuses_options_it_would_ignore(cli, tmp_path):
     assert code == 0, out  # unchanged values and the documented resumable options are fine
     code, out = cli("train", "--resume", run, "--epochs", "1", *TINY)
     assert code == 2 and "--epochs must be at least" in out
+
+
+def test_library_resume_refuses_a_changed_run_too(tmp_path):
+    run = RunConfig(train=TrainConfig(epochs=1, progress=False, device="cpu"), out=tmp_path)
+    train(run)
+    longer = run.train.model_copy(update={"epochs": 2})
+    with pytest.raises(ConfigError, match=r"optimizer.lr \(0.05 -> 0.5\)"):
+        train(run.model_copy(update={"options": {"optimizer": {"lr": 0.5}}, "train": longer}), resume=True)
+    assert [row["epoch"] for row in train(run.model_copy(update={"train": longer}), resume=True).history] == [1, 2]
 
 
 def test_config_json_holds_resolved_options_versions_and_seed(cli, tmp_path):
