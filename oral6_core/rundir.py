@@ -95,7 +95,8 @@ class RunFolder:
     def _busy(self) -> RunFolderError:
         return RunFolderError(
             f"Another process is writing to {self.path} (it holds {self.path / LOCK}). Wait until it finishes, "
-            f"or pick another --out."
+            f"or pick another --out. (On a file system without file locks a crashed run leaves the lock behind: "
+            f"if no process uses the folder, delete that file.)"
         )
 
 
