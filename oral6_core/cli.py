@@ -7,11 +7,13 @@ import signal
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from contextvars import ContextVar
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -39,7 +41,7 @@ class Oral6Group(TyperGroup):
                 err_console.print(str(exc), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except Oral6Error as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except (KeyboardInterrupt, _Terminated) as exc:
             name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("SIGINT", 130)
@@ -66,6 +68,17 @@ bench_app = typer.Typer(cls=Oral6Group, no_args_is_help=True, help="List and run
 app.add_typer(bench_app, name="bench", rich_help_panel="Core")
 
 SetOption = typer.Option(None, "--set", "-s", help="Component option as SECTION.OPTION=VALUE (repeatable), e.g. optimizer.lr=0.01.")
+LoggerOption = typer.Option(None, "--logger", "-l", help="Also log to tensorboard, mlflow or a plugin's logger (repeatable); "
+                            "its options as --set logger.NAME.OPTION=VALUE.")
+
+
+def logger_options(names: list[str] | None, sets: list[str] | None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The selected loggers with their ``--set logger.NAME.OPTION=V`` options, and the other ``--set`` items."""
+    from .loggers import logger_spec
+
+    mine = [item for item in sets or [] if item.lstrip().startswith("logger.")]
+    options = parse_set_options(mine, ("logger",)).get("logger", {})
+    return logger_spec(names or [], options), [item for item in sets or [] if item not in mine]
 
 
 def _version(value: bool) -> None:
@@ -251,27 +264,115 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in the --out folder."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N steps, mid-epoch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Train a model, composing an optimizer with an optional regularizer and pruner.
 
     Ctrl-C or SIGTERM stops after the current step with a checkpoint (exit 130 or 143); --resume then
     continues exactly.
     """
+    from .loggers import recorded_loggers
     from .training import default_out_dir
     from .training import train as run_training
 
+    spec, sets = logger_options(loggers, sets)
     flags = {"model": model, "dataset": dataset, "optimizer": optimizer, "regularizer": regularizer, "pruner": pruner}
     train_flags = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device, "progress": progress,
                    "checkpoint_every": checkpoint_every}
     if resume is not None:
         if overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: resume continues a run, overwrite replaces it.")
-        run = workflows.resumable_run(resume, *given_options(config, flags, train_flags, sets or [], out))
+        run = workflows.resumable_run(resume, *given_options(config, flags, train_flags, sets, out))
+        spec = {**recorded_loggers(resume), **spec}
     else:
-        run = build_run_config(config, flags, train_flags, sets or [], out)
+        run = build_run_config(config, flags, train_flags, sets, out)
         if run.out is None:
             run = run.model_copy(update={"out": default_out_dir(run)})
-    print_run(run_training(run, resume=resume is not None, overwrite=overwrite))
+    run = run.model_copy(update={"loggers": spec})
+    print_run(run_training(run, resume=resume is not None, overwrite=overwrite, on_epoch_end=EPOCH_HOOK.get()))
+
+
+# --------------------------------------------------------------------------- sweep
+
+# The pruning callback of the sweep trial that runs the train command in this context (None otherwise).
+EPOCH_HOOK: ContextVar[Callable[[dict[str, Any]], None] | None] = ContextVar("epoch_hook", default=None)
+
+
+# click's usage-error base class, as the installed typer raises it (typer may vendor its own click).
+ClickError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _command(words: list[str]) -> tuple[Any, list[str]]:
+    """The click command named by the leading ``words`` (``train``, ``bench run``) and its arguments."""
+    command = typer.main.get_command(app)
+    while hasattr(command, "commands") and words:
+        sub = command.commands.get(words[0])
+        if sub is None:
+            raise ConfigError(f"oral6 has no command {words[0]!r} to sweep over.")
+        command, words = sub, words[1:]
+    return command, words
+
+
+def invoke_command(words: list[str], on_epoch_end: Callable[[dict[str, Any]], None] | None = None, dry: bool = False) -> None:
+    """Run ``oral6 WORDS...`` in this process (a sweep's trial), or with ``dry`` only parse its options;
+    a bad option is a ``ConfigError``."""
+    command, args = _command(words)
+    name = f"oral6 {' '.join(words[: len(words) - len(args)])}"
+    token = EPOCH_HOOK.set(on_epoch_end)
+    try:
+        if dry:
+            command.make_context(name, args)
+        else:
+            command.main(args=args, prog_name=name, standalone_mode=False)
+    except ClickError as exc:
+        raise ConfigError(exc.format_message()) from None
+    finally:
+        EPOCH_HOOK.reset(token)
+
+
+@app.command(rich_help_panel="Core", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    ctx: typer.Context,
+    space: Path = typer.Argument(..., help='TOML file with a \\[space] table, e.g. "optimizer.lr" = {low = 1e-4, high = 0.1, log = true} '
+                                 'or "optimizer.momentum" = {choices = [0.0, 0.9]}.'),
+    trials: Optional[int] = typer.Option(10, "--trials", "-n", min=1, help="Trials in the study; resuming or sharing it runs only the "
+                                         "missing ones (grid: omit for the full grid)."),
+    metric: str = typer.Option("val_accuracy", "--metric", help="What to optimise: a metric of the run's last epoch (train) or a "
+                               "numeric column of the result rows, averaged (bench)."),
+    direction: str = typer.Option("maximize", "--direction", help="maximize or minimize."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe, random or grid (grid needs choices only)."),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Stop a training trial whose per-epoch metric trails the median of "
+                               "earlier trials (Optuna's MedianPruner)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL shared by several sweep processes or machines "
+                                          "(default sqlite:///<out>/study.db)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name in the storage (default oral6)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder: trial-NNNN run folders, sweep.json, sweep.png "
+                                       "(default sweeps/<space file name>); rerun the same command to resume."),
+    seed: int = typer.Option(0, "--sampler-seed", help="Seed of the sampler."),
+) -> None:
+    """Tune any --set option of a train or bench command with Optuna: oral6 sweep SPACE.toml --trials 8 -- train --epochs 5 ..."""
+    from .tuning import SECTIONS, best_rows, check_command, command_objective, load_space, run_sweep
+
+    command = list(ctx.args)
+    kind = check_command(command)
+    invoke_command(command, dry=True)  # a bad option fails now, not in every trial
+    space_dims = load_space(space, SECTIONS[kind])
+    out = out or Path("sweeps") / space.stem
+    objective = command_objective(command, out, metric, invoke_command, lambda line: console.print(escape(line), highlight=False))
+    result = run_sweep(objective, space_dims, out, metric, trials, direction, sampler, seed, storage, study, prune and kind == "train")
+    states = [t["state"] for t in result.trials]
+    console.print(f"Best of {len(states)} trials ({states.count('complete')} completed, {states.count('pruned')} pruned, "
+                  f"{states.count('fail')} failed), by {metric} ({direction}):")
+    table = Table(title="Best trial")
+    table.add_column("")
+    table.add_column("value")
+    for label, value in best_rows(result):
+        table.add_row(label, value)
+    console.print(table)
+    for t in result.trials:
+        if t["state"] == "fail":
+            err_console.print(escape(f"trial {t['number']} failed: {t['message']}"), highlight=False, soft_wrap=True)
+    console.print(f"Wrote {out}/sweep.json and {out}/sweep.png")
 
 
 # --------------------------------------------------------------------------- bench
@@ -295,13 +396,15 @@ def bench_run(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default bench-results/NAME)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Benchmark option as bench.OPTION=VALUE."),
     update_readme: bool = typer.Option(False, "--update-readme", help="Rewrite the benchmark's section in its plugin README."),
+    loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Run a benchmark: writes results.json, results.md and plots, and prints the table."""
     from .bench import run_benchmark
 
-    options = parse_set_options(sets or [], ("bench",)).get("bench", {})
+    spec, sets = logger_options(loggers, sets)
+    options = parse_set_options(sets, ("bench",)).get("bench", {})
     out = out or Path("bench-results") / (name + ("-quick" if quick else ""))
-    result = run_benchmark(name, out, quick=quick, options=options, update_readme_file=update_readme)
+    result = run_benchmark(name, out, quick=quick, options=options, update_readme_file=update_readme, loggers=spec)
     console.print(Markdown(result.markdown))
     for claim, held in result.claims.items():
         console.print(f"{'[green]held[/]' if held else '[yellow]did not hold[/]'}: {claim}")
@@ -327,14 +430,18 @@ def adapt(
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="adapter.OPTION=V, model.OPTION=V, source.OPTION=V or target.OPTION=V."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json and student.pt (the adapted weights) here "
                                        "(default runs/<time>-adapt-<adapter>)."),
+    loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Adapt a student to an unlabelled target domain through a black-box source model."""
     if mode not in ("topk", "probs", "label"):
         raise ConfigError(f"--blackbox-mode must be topk, probs or label, not {mode!r}.")
-    options = parse_set_options(sets or [], ("adapter", "model", "source", "target"))
+    spec, sets = logger_options(loggers, sets)
+    options = parse_set_options(sets, ("adapter", "model", "source", "target"))
     out = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-adapt-{adapter}"
-    report = workflows.adapt(adapter, source, target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device,
-                             options, out)
+    config = {"adapter": adapter, "source": source, "target": target, "model": model, "source_model": source_model or model,
+              "source_epochs": source_epochs, "source_lr": source_lr, "blackbox_mode": mode, "k": k, "seed": seed, "options": options}
+    report = run_tracked(spec, out, "adapt", config, lambda logs: workflows.adapt(
+        adapter, source, target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device, options, out))
     _print_pairs("Black-box adaptation", report)
 
 
@@ -352,11 +459,16 @@ def search(
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="predictor.OPTION=V or dataset.OPTION=V."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write search.json (every candidate ranked) and student.pt (with --distil) "
                                        "here (default runs/<time>-search-<predictor>-<dataset>)."),
+    loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Rank candidate student architectures for a teacher and dataset under a size budget."""
-    options = parse_set_options(sets or [], ("predictor", "dataset"))
+    spec, sets = logger_options(loggers, sets)
+    options = parse_set_options(sets, ("predictor", "dataset"))
     out = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-search-{predictor}-{dataset}".replace(":", "_")
-    report = workflows.search(predictor, dataset, teacher, budget_params, predictor_checkpoint, top_k, distil, seed, device, options, out)
+    config = {"predictor": predictor, "dataset": dataset, "teacher": str(teacher), "budget_params": budget_params, "top_k": top_k,
+              "distil": distil, "seed": seed, "options": options}
+    report = run_tracked(spec, out, "search", config, lambda logs: workflows.search(
+        predictor, dataset, teacher, budget_params, predictor_checkpoint, top_k, distil, seed, device, options, out))
     table = Table(title=f"Top {len(report['top'])} of {report['candidates']} candidates under the budget")
     for column in ("rank", "candidate", "parameters", "score"):
         table.add_column(column, justify="right" if column != "candidate" else "left")
@@ -377,10 +489,23 @@ def fit_generative(
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the model's own device option)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="model.OPTION=V or dataset.OPTION=V."),
+    loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Train a generative model on a stream of environments; report disentanglement after each."""
-    options = parse_set_options(sets or [], ("model", "dataset"))
-    rows, out_dir = workflows.fit_generative(model, dataset, out, seed, options, lambda r: console.print(_row_line(r)), device)
+    spec, sets = logger_options(loggers, sets)
+    options = parse_set_options(sets, ("model", "dataset"))
+    if spec and out is None:
+        out = Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{dataset}"
+    config = {"model": model, "dataset": dataset, "seed": seed, "options": options}
+
+    def run(logs: Any) -> tuple[list[dict[str, Any]], Path]:
+        def on_row(row: dict[str, Any]) -> None:
+            console.print(_row_line(row))
+            logs.log({f"{row['environment']}/{k}": v for k, v in row.items()}, row["after"])
+
+        return workflows.fit_generative(model, dataset, out, seed, options, on_row, device)
+
+    rows, out_dir = run_tracked(spec, out, "fit-generative", config, run)
     table = Table(title="Disentanglement after each environment")
     columns = list(rows[0]) if rows else []
     for c in columns:
@@ -401,11 +526,28 @@ def represent(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="representation.OPTION=V."),
+    loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Fit a neural representation of a trained network's weights and rebuild the network from it."""
-    options = parse_set_options(sets or [], ("representation",))
-    report = workflows.represent(method, checkpoint, model, data, out, seed, device, options)
+    spec, sets = logger_options(loggers, sets)
+    options = parse_set_options(sets, ("representation",))
+    config = {"method": method, "checkpoint": str(checkpoint), "model": model, "data": data, "seed": seed, "options": options}
+    report = run_tracked(spec, out or checkpoint.parent, "represent", config, lambda logs: workflows.represent(
+        method, checkpoint, model, data, out, seed, device, options))
     _print_pairs("Weight representation", report)
+
+
+def run_tracked(spec: dict[str, dict[str, Any]], out: Path | None, workflow: str, config: dict[str, Any], call: Any) -> Any:
+    """``call(logs)`` inside the selected loggers; a report it returns is logged, with the folder's files."""
+    from .loggers import run_artifacts, track
+
+    with track(spec, out, workflow, config) as logs:
+        result = call(logs)
+        if logs:
+            if isinstance(result, dict):
+                logs.log(result, 0)
+            logs.log_artifacts(run_artifacts(out))  # type: ignore[arg-type]
+    return result
 
 
 def _row_line(row: dict[str, Any]) -> str:
@@ -438,6 +580,6 @@ _load_error = _register_plugin_commands()
 def main() -> None:
     """Console-script entry point."""
     if _load_error is not None:
-        err_console.print(f"[bold red]Error:[/] {_load_error}", highlight=False)
+        err_console.print(f"[bold red]Error:[/] {escape(str(_load_error))}", highlight=False)
         raise SystemExit(2)
     app()
