@@ -133,3 +133,15 @@ def test_sweep_over_a_benchmark(cli, register_plugin, tmp_path):
     record = _sweep(tmp_path)
     assert record["best"]["params"] == {"bench.x": 0.3} and record["best"]["value"] == pytest.approx(0.005)
     assert len(record["trials"]) == 3
+
+
+def test_median_pruner_stops_a_bad_training_trial(cli, tmp_path):
+    space = _space(tmp_path, '"optimizer.lr" = {choices = [0.1, 0.05, 1e-6]}\n')
+    command = ["--", "train", "--epochs", "2", "--no-progress", "--set", "train.checkpoint=false"]
+    code, output = cli("sweep", space, "--sampler", "grid", "--out", tmp_path / "sweep", *command)
+    assert code == 0, output
+    trials = {t["params"]["optimizer.lr"]: t for t in _sweep(tmp_path)["trials"]}
+    assert trials[0.1]["state"] == trials[0.05]["state"] == "complete"
+    assert trials[1e-6]["state"] == "pruned" and trials[1e-6]["message"].startswith("pruned at step 1")
+    history = (Path(trials[1e-6]["attrs"]["run"]) / "metrics.jsonl").read_text().splitlines()
+    assert len(history) == 1  # stopped after its first epoch
