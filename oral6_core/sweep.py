@@ -341,8 +341,8 @@ def optimize(
                 load_if_exists=True,
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=min(5, max(2, trials // 4))) if prune else optuna.pruners.NopPruner(),
             )
-    except ValueError as exc:  # e.g. a stored study created with the other direction
-        raise SweepError(f"Cannot open study {name!r} in {storage}: {exc}") from exc
+    except Exception as exc:  # an unreachable database, a missing database driver, a corrupt file
+        raise SweepError(f"Cannot open study {name!r} in storage {storage}: {type(exc).__name__}: {exc}") from None
     if study.direction.name.lower() != direction:
         raise SweepError(f"Study {name!r} in {storage} was created to {study.direction.name.lower()}, not to {direction}.")
     existing = len(study.get_trials(deepcopy=False))

@@ -153,3 +153,8 @@ def test_interrupted_sweep_resumes_with_the_missing_trials(tmp_path):
     assert not first_two & {t["params"]["x"] for t in result.trials[3:]}
     with pytest.raises(SweepError, match="minimize"):
         optimize(quadratic, parse_space(SPACE), trials=6, storage=storage, direction="maximize")
+
+
+def test_unusable_storage_is_a_clear_error():
+    with pytest.raises(SweepError, match="Cannot open study"):
+        optimize(quadratic, parse_space(SPACE), trials=1, storage="postgresql://user:pw@127.0.0.1:1/none")
