@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import types
+import typing
 import signal
 import threading
 from datetime import datetime
 from pathlib import Path
 from contextvars import ContextVar
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
+from pydantic import BaseModel
 from rich.table import Table
 from typer.core import TyperGroup
 
-from . import __version__, registry, workflows
+from . import __version__, discovery, registry
 from .config import RunConfig, TrainConfig, load_toml, merge_options, parse_set_options, validate_config
 from .errors import ConfigError, Oral6Error, RunInterrupted
-from .plugins import failed_plugins, get_plugin_manager, plugin_source
+from .progress import shown
 from .rundir import is_main_process
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+class _Deferred:
+    """A module imported on first attribute access, so that `oral6 --help` and `list-plugins` never import torch."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+workflows = _Deferred("oral6_core.workflows")
 COMPONENT_SECTIONS = ("model", "dataset", "optimizer", "regularizer", "pruner")
 
 
@@ -60,14 +78,55 @@ def _terminated(_signum: int, _frame: Any) -> None:
     raise _Terminated
 
 
+class Oral6RootGroup(Oral6Group):
+    """The ``oral6`` group: plugins' commands load when one is run; ``--help`` lists them from the discovery cache."""
+
+    listing = False  # True while the help page is drawn: plugin commands are then described, not loaded
+    loaded = False
+    described: list[dict[str, Any]] | None = None
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.listing, self.described = False, None
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return names + [c["name"] for c in self._plugin_commands() if c["name"] not in names]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        if name in self.commands or name not in {c["name"] for c in self._plugin_commands()}:
+            return super().get_command(ctx, name)
+        if self.listing and not self.loaded:
+            described = next(c for c in self._plugin_commands() if c["name"] == name)
+            stub = click.Command(name, help=described["help"], hidden=described["hidden"])
+            stub.rich_help_panel = described["panel"]  # type: ignore[attr-defined]
+            return stub
+        self.commands.update({n: c for n, c in discovery.plugin_commands().items() if n not in self.commands})
+        self.loaded = True
+        return self.commands.get(name)
+
+    def _plugin_commands(self) -> list[dict[str, Any]]:
+        if self.described is None:
+            try:
+                self.described = discovery.listing()["commands"]
+            except Oral6Error as exc:  # an invalid plugin: say so, and still show the core's commands
+                err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                self.described = []
+        return self.described
+
+
 app = typer.Typer(
-    name="oral6", cls=Oral6Group, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    name="oral6", cls=Oral6RootGroup, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
     help="Research methods as composable PyTorch plugins: train, prune, adapt, search, represent, benchmark.",
 )
 bench_app = typer.Typer(cls=Oral6Group, no_args_is_help=True, help="List and run reproducible benchmarks.")
 app.add_typer(bench_app, name="bench", rich_help_panel="Core")
 
 SetOption = typer.Option(None, "--set", "-s", help="Component option as SECTION.OPTION=VALUE (repeatable), e.g. optimizer.lr=0.01.")
+ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress: a live bar on a terminal, one line per epoch or stage in a log file.")
 LoggerOption = typer.Option(None, "--logger", "-l", help="Also log to tensorboard, mlflow or a plugin's logger (repeatable); "
                             "its options as --set logger.NAME.OPTION=VALUE.")
 
@@ -95,30 +154,10 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 # --------------------------------------------------------------------------- discovery
 
 
-def plugin_report() -> dict[str, Any]:
-    """Every loaded plugin with its distribution, version, hooks and what it registers per kind."""
-    pm = get_plugin_manager()
-    registers: dict[str, dict[str, list[str]]] = {}
-    components: dict[str, list[dict[str, str]]] = {}
-    for kind in registry.KINDS:
-        for name, entry in sorted(registry.entries(kind).items()):
-            registers.setdefault(entry.plugin, {}).setdefault(kind, []).append(name)
-            components.setdefault(kind, []).append({"name": name, "plugin": entry.plugin, "summary": entry.cls.summary()})
-    plugins = []
-    for plugin in pm.get_plugins():
-        name = pm.get_name(plugin) or "?"
-        source = plugin_source(name)
-        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
-        plugins.append({"name": name, "distribution": source.distribution, "version": source.version, "hooks": hooks,
-                        "registers": registers.get(name, {})})
-    return {"plugins": sorted(plugins, key=lambda p: (p["name"] != "builtin", p["name"])), "components": components,
-            "failed": failed_plugins()}
-
-
 @app.command("list-plugins", rich_help_panel="Core")
 def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
-    """List installed plugins and the components each registers."""
-    report = plugin_report()
+    """List installed plugins, the components each registers, and plugins that failed to import (with the reason)."""
+    report = discovery.listing()["report"]
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -127,10 +166,10 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON 
         table.add_column(column)
     for p in report["plugins"]:
         regs = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p["registers"].items()) or "(commands only)"
+        if "error" in p:
+            regs = f"[bold red]failed to import, skipped:[/] {escape(p['error'])}"
         table.add_row(p["name"], p["distribution"], p["version"], regs)
     console.print(table)
-    for name, error in report["failed"].items():
-        err_console.print(f"[bold red]Plugin {name!r} failed to import and was skipped:[/] {error}", highlight=False)
     for kind, items in report["components"].items():
         t = Table(title=f"{kind}s", title_justify="left")
         for column in ("name", "plugin", "summary"):
@@ -140,24 +179,65 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON 
         console.print(t)
 
 
+def type_name(annotation: Any) -> str:
+    """How ``show`` writes a type: ``int``, ``list[int]``, ``float | None``; a ``Literal`` lists its choices."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def config_options(config_cls: type[BaseModel]) -> list[dict[str, Any]]:
+    """Each option of a config model: type, default, description and (for a ``Literal``) its choices."""
+    rows = []
+    for key, info in config_cls.model_fields.items():
+        default = "(required)" if info.is_required() else info.get_default(call_default_factory=True)
+        row = {"option": key, "type": type_name(info.annotation), "default": default, "description": info.description or ""}
+        literal = next((a for a in (info.annotation, *typing.get_args(info.annotation)) if typing.get_origin(a) is Literal), None)
+        if literal is not None:
+            row["choices"] = list(typing.get_args(literal))
+        rows.append(row)
+    return rows
+
+
 def component_options(kind: str, name: str) -> list[dict[str, Any]]:
     """Each option of component ``name``: type, default and description."""
-    cls = registry.get(kind, name)
-    rows = []
-    for key, info in cls.Config.model_fields.items():
-        annotation = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
-        default = "(required)" if info.is_required() else info.get_default(call_default_factory=True)
-        rows.append({"option": key, "type": annotation, "default": default, "description": info.description or ""})
-    return rows
+    return config_options(registry.get(kind, name).Config)
+
+
+def _options_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for column in ("option", "type", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["option"], row["type"], repr(row["default"]), row["description"])
+    return table
 
 
 @app.command(rich_help_panel="Core")
 def show(
-    kind: str = typer.Argument(..., help=f"One of: {', '.join(registry.KINDS)}."),
-    name: str = typer.Argument(..., help="Component name, as in list-plugins."),
+    kind: str = typer.Argument(..., help=f"train (the training loop's options) or a kind: {', '.join(registry.KINDS)}."),
+    name: Optional[str] = typer.Argument(None, help="Component name, as in list-plugins (none for train)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a component's summary and every option with its default and description."""
+    """Show a component's summary and every option with its type (a choice lists its values), default and description."""
+    if kind == "train":
+        if name is not None:
+            raise ConfigError("`oral6 show train` takes no name: it lists the training loop's options.")
+        rows = config_options(TrainConfig)
+        if as_json:
+            typer.echo(json.dumps({"kind": "train", "options": rows}, indent=2, default=str))
+            return
+        console.print("[bold]train[/]: the training loop's options (`oral6 train`).")
+        console.print(_options_table(rows))
+        console.print("Set them with --set train.OPTION=VALUE or in the \\[train] table of --config; some have flags (oral6 train --help).")
+        return
+    if name is None:
+        raise ConfigError(f"Name the {kind} to show, e.g. `oral6 show {kind} NAME`; `oral6 list-plugins` lists the names.")
     entry, _ = registry.lookup(kind, name)
     rows = component_options(kind, name)
     if as_json:
@@ -167,12 +247,7 @@ def show(
     console.print(f"[bold]{kind} {entry.cls.name}[/] (plugin {entry.plugin}): {entry.cls.summary()}")
     if entry.cls.citation:
         console.print(f"Cite: {entry.cls.citation}")
-    table = Table()
-    for column in ("option", "type", "default", "description"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["option"], row["type"], repr(row["default"]), row["description"])
-    console.print(table if rows else "No options.")
+    console.print(_options_table(rows) if rows else "No options.")
     section = "model" if kind.replace("_", "-") == "generative-model" else kind
     console.print(f"Set them with --set {section}.OPTION=VALUE.")
 
@@ -223,10 +298,8 @@ def build_run_config(
 def print_run(result: Any) -> None:
     """The per-epoch table and the final summary of a training run."""
     history = result.history
-    table = Table(title="Training run")
     columns = [c for c in ("epoch", "train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "sparsity") if history and c in history[-1]]
-    for c in columns:
-        table.add_column(c, justify="right")
+    table = _numbers_table("Training run", columns)
     shown = history if len(history) <= 12 else history[:: max(1, len(history) // 10)] + [history[-1]]
     for row in shown:
         table.add_row(*(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
@@ -244,7 +317,22 @@ def print_run(result: Any) -> None:
     console.print("; ".join(lines))
 
 
-@app.command(rich_help_panel="Core")
+def _numbers_table(title: str, columns: list[str]) -> Table:
+    """A table of right-aligned numbers whose headers break at ``_`` when one line would not fit the terminal."""
+    table = Table(title=title)
+    narrow = sum(len(c) + 3 for c in columns) + 1 > console.width
+    for c in columns:
+        table.add_column(c.replace("_", "\n") if narrow else c, justify="right")
+    return table
+
+
+def _train_epilog() -> str:
+    """The training loop's options for ``oral6 train --help`` (one paragraph each: typer keeps them apart)."""
+    rows = [f"  train.{r['option']} ({r['type']}, default {r['default']!r}): {r['description']}" for r in config_options(TrainConfig)]
+    return "\n\n".join(["Training-loop options (--set train.OPTION=VALUE; `oral6 show train`):", *rows])
+
+
+@app.command(rich_help_panel="Core", epilog=_train_epilog())
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model builder (default mlp)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset (default digits, bundled)."),
@@ -263,7 +351,7 @@ def train(
                                           "Only --epochs, --device, --checkpoint-every and --progress may change."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in the --out folder."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N steps, mid-epoch."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = ProgressOption,
     loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Train a model, composing an optimizer with an optional regularizer and pruner.
@@ -289,7 +377,9 @@ def train(
         if run.out is None:
             run = run.model_copy(update={"out": default_out_dir(run)})
     run = run.model_copy(update={"loggers": spec})
-    print_run(run_training(run, resume=resume is not None, overwrite=overwrite, on_epoch_end=EPOCH_HOOK.get()))
+    result = run_training(run, resume=resume is not None, overwrite=overwrite, on_epoch_end=EPOCH_HOOK.get())
+    if is_main_process():  # under torchrun every rank returns the same result; one table is enough
+        print_run(result)
 
 
 # --------------------------------------------------------------------------- sweep
@@ -389,6 +479,31 @@ def bench_list() -> None:
     console.print(table)
 
 
+def print_markdown(text: str) -> None:
+    """Print markdown; its tables fold long headers and cells onto more lines instead of cutting them."""
+    block: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|") == (not block or block[0].startswith("|")):
+            block.append(line)
+            continue
+        _print_block(block)
+        block = [line]
+    _print_block(block)
+
+
+def _print_block(lines: list[str]) -> None:
+    if not lines or not lines[0].startswith("|"):
+        console.print(Markdown("\n".join(lines)))
+        return
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not set(line) <= set("|-: ")]
+    table = Table()
+    for header in cells[0]:
+        table.add_column(header, overflow="fold")
+    for row in cells[1:]:
+        table.add_row(*row)
+    console.print(table)
+
+
 @bench_app.command("run")
 def bench_run(
     name: str = typer.Argument(..., help="Benchmark name (see `oral6 bench list`)."),
@@ -399,15 +514,16 @@ def bench_run(
     loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Run a benchmark: writes results.json, results.md and plots, and prints the table."""
-    from .bench import run_benchmark
+    from .bench import QUICK_VERDICT, run_benchmark
 
     spec, sets = logger_options(loggers, sets)
     options = parse_set_options(sets, ("bench",)).get("bench", {})
     out = out or Path("bench-results") / (name + ("-quick" if quick else ""))
     result = run_benchmark(name, out, quick=quick, options=options, update_readme_file=update_readme, loggers=spec)
-    console.print(Markdown(result.markdown))
+    print_markdown(result.markdown)
     for claim, held in result.claims.items():
-        console.print(f"{'[green]held[/]' if held else '[yellow]did not hold[/]'}: {claim}")
+        verdict = QUICK_VERDICT if quick else "[green]held[/]" if held else "[yellow]did not hold[/]"
+        console.print(f"{verdict}: {claim}")
     console.print("Wrote " + ", ".join(str(f) for f in result.files))
 
 
@@ -431,6 +547,7 @@ def adapt(
     out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json and student.pt (the adapted weights) here "
                                        "(default runs/<time>-adapt-<adapter>)."),
     loggers: Optional[list[str]] = LoggerOption,
+    progress: bool = ProgressOption,
 ) -> None:
     """Adapt a student to an unlabelled target domain through a black-box source model."""
     if mode not in ("topk", "probs", "label"):
@@ -440,8 +557,9 @@ def adapt(
     out = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-adapt-{adapter}"
     config = {"adapter": adapter, "source": source, "target": target, "model": model, "source_model": source_model or model,
               "source_epochs": source_epochs, "source_lr": source_lr, "blackbox_mode": mode, "k": k, "seed": seed, "options": options}
-    report = run_tracked(spec, out, "adapt", config, lambda logs: workflows.adapt(
-        adapter, source, target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device, options, out))
+    with shown(progress):
+        report = run_tracked(spec, out, "adapt", config, lambda logs: workflows.adapt(
+            adapter, source, target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device, options, out))
     _print_pairs("Black-box adaptation", report)
 
 
@@ -490,6 +608,7 @@ def fit_generative(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the model's own device option)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="model.OPTION=V or dataset.OPTION=V."),
     loggers: Optional[list[str]] = LoggerOption,
+    progress: bool = ProgressOption,
 ) -> None:
     """Train a generative model on a stream of environments; report disentanglement after each."""
     spec, sets = logger_options(loggers, sets)
@@ -505,11 +624,10 @@ def fit_generative(
 
         return workflows.fit_generative(model, dataset, out, seed, options, on_row, device)
 
-    rows, out_dir = run_tracked(spec, out, "fit-generative", config, run)
-    table = Table(title="Disentanglement after each environment")
+    with shown(progress):
+        rows, out_dir = run_tracked(spec, out, "fit-generative", config, run)
     columns = list(rows[0]) if rows else []
-    for c in columns:
-        table.add_column(c, justify="right")
+    table = _numbers_table("Disentanglement after each environment", columns)
     for r in rows:
         table.add_row(*(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns))
     console.print(table)
@@ -527,13 +645,15 @@ def represent(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="representation.OPTION=V."),
     loggers: Optional[list[str]] = LoggerOption,
+    progress: bool = ProgressOption,
 ) -> None:
     """Fit a neural representation of a trained network's weights and rebuild the network from it."""
     spec, sets = logger_options(loggers, sets)
     options = parse_set_options(sets, ("representation",))
     config = {"method": method, "checkpoint": str(checkpoint), "model": model, "data": data, "seed": seed, "options": options}
-    report = run_tracked(spec, out or checkpoint.parent, "represent", config, lambda logs: workflows.represent(
-        method, checkpoint, model, data, out, seed, device, options))
+    with shown(progress):
+        report = run_tracked(spec, out or checkpoint.parent, "represent", config, lambda logs: workflows.represent(
+            method, checkpoint, model, data, out, seed, device, options))
     _print_pairs("Weight representation", report)
 
 
@@ -566,20 +686,6 @@ def _print_pairs(title: str, report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- plugin commands
 
 
-def _register_plugin_commands() -> Oral6Error | None:
-    try:
-        get_plugin_manager().hook.oral6_register_commands(app=app)
-    except Oral6Error as exc:
-        return exc
-    return None
-
-
-_load_error = _register_plugin_commands()
-
-
 def main() -> None:
     """Console-script entry point."""
-    if _load_error is not None:
-        err_console.print(f"[bold red]Error:[/] {escape(str(_load_error))}", highlight=False)
-        raise SystemExit(2)
     app()
