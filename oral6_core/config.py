@@ -35,7 +35,7 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks cuda when present.")
     lr_schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over all steps.")
     grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient norm to this value.")
-    progress: bool = Field(True, description="Show a progress bar.")
+    progress: bool = Field(True, description="Show progress: a live bar on a terminal, one line per epoch in a log file.")
     checkpoint: bool = Field(True, description="Write checkpoint.pt after each epoch and best.pt at each best epoch (atomically).")
     checkpoint_every: int | None = Field(None, ge=1, description="Also write checkpoint.pt every this many steps, mid-epoch.")
 
