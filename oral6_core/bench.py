@@ -10,8 +10,9 @@ from typing import Any, Iterable, Sequence
 
 from . import registry
 from .components import BenchResult
-from .errors import Oral6Error
+from .errors import ConfigError, Oral6Error
 from .io import atomic_open, write_json, write_text
+from .rundir import versions
 
 
 def mean_std(values: Iterable[float], digits: int = 1, scale: float = 1.0) -> str:
@@ -78,16 +79,49 @@ def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return plt.subplots(*args, **kwargs)
 
 
+QUICK_VERDICT = "not evaluated (quick)"
+
+
+def unevaluated(markdown: str, claims: dict[str, bool]) -> str:
+    """``markdown`` with each claim's ``held`` / ``did not hold`` replaced by ``not evaluated (quick)``.
+
+    A quick run is far too small to test a claim, so it states no verdict.
+    """
+    for claim in claims:
+        for verdict in ("held", "did not hold"):
+            markdown = markdown.replace(f"{claim}: {verdict}", f"{claim}: {QUICK_VERDICT}")
+    return markdown
+
+
 def run_benchmark(name: str, out_dir: Path, quick: bool = False, options: dict[str, Any] | None = None,
-                  update_readme_file: bool = False) -> BenchResult:
-    """Run benchmark ``name``; write ``results.json`` and ``results.md`` under ``out_dir``."""
+                  update_readme_file: bool = False, loggers: dict[str, dict[str, Any]] | None = None) -> BenchResult:
+    """Run benchmark ``name``; write ``results.json`` and ``results.md`` under ``out_dir``.
+
+    ``loggers`` (``{name: options}``) get the options, each row's numbers (at the row's index), how
+    many claims held, and the written files.
+    """
+    from .loggers import start_loggers
+
+    if quick and update_readme_file:
+        raise ConfigError("--update-readme needs a full run: a --quick run only checks that the benchmark works, "
+                          "its numbers are not results. Drop --quick (or --update-readme).")
     bench = registry.create("benchmark", name, options)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = bench.run(out_dir, quick=quick)
-    write_json({"benchmark": name, "quick": quick, "options": bench.config.model_dump(mode="json"),
-                "rows": result.rows, "claims": result.claims}, out_dir / "results.json")
+    logs = start_loggers(loggers or {}, out_dir, "bench", {"benchmark": name, "quick": quick, "bench": bench.config.model_dump(mode="json")})
+    with logs:
+        result = bench.run(out_dir, quick=quick)
+    if quick:
+        result.markdown = unevaluated(result.markdown, result.claims)
+    write_json({"benchmark": name, "quick": quick, "options": bench.config.model_dump(mode="json"), "versions": versions(),
+                "rows": result.rows, "claims": result.claims, "outputs": [f.name for f in result.files]}, out_dir / "results.json")
     write_text(f"# {name}{' (quick)' if quick else ''}\n\n{result.markdown}", out_dir / "results.md")
     result.files[:0] = [out_dir / "results.json", out_dir / "results.md"]
+    if logs:
+        for index, row in enumerate(result.rows):
+            logs.log(row, index)
+        logs.log({"claims_held": sum(result.claims.values()), "claims": len(result.claims)}, len(result.rows))
+        logs.log_artifacts(result.files)
+        logs.finish("completed")
     if update_readme_file:
         if type(bench).readme is None:
             raise Oral6Error(f"Benchmark {name!r} does not name a README to update.")

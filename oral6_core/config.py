@@ -35,8 +35,13 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks cuda when present.")
     lr_schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over all steps.")
     grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient norm to this value.")
-    progress: bool = Field(True, description="Show a progress bar.")
-    checkpoint: bool = Field(True, description="Write checkpoint.pt after each epoch (atomically).")
+    progress: bool = Field(True, description="Show progress: a live bar on a terminal, one line per epoch in a log file.")
+    checkpoint: bool = Field(True, description="Write checkpoint.pt after each epoch and best.pt at each best epoch (atomically).")
+    checkpoint_every: int | None = Field(None, ge=1, description="Also write checkpoint.pt every this many steps, mid-epoch.")
+
+
+# Train options that ``--resume`` may change: they do not alter what the run computes.
+RESUMABLE = ("epochs", "progress", "checkpoint_every", "device")
 
 
 class RunConfig(BaseModel):
@@ -52,6 +57,59 @@ class RunConfig(BaseModel):
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: Path | None = None
+    loggers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def check_selected(run: RunConfig) -> None:
+    """Options for a regularizer or pruner that is not selected would be ignored: an error naming them."""
+    unused = {"pruner": run.pruner is None, "regularizer": run.regularizer == "none"}
+    for section, idle in unused.items():
+        names = [f"{section}.{key}" for key in run.options.get(section, {})] if idle else []
+        if names:
+            raise ConfigError(
+                f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} set, but no {section} is selected, so "
+                f"{'it' if len(names) == 1 else 'they'} would be ignored. Choose one with --{section} NAME "
+                f"(see `oral6 list-plugins`), or drop the option."
+            )
+
+
+def check_resume(saved: dict[str, Any], names: dict[str, Any], options: dict[str, dict[str, Any]], train: dict[str, Any],
+                 run_dir: Path, extra: tuple[str, ...] = ()) -> None:
+    """An error naming every given option that differs from the run's ``config.json`` (``saved``):
+    component ``names``, component ``options`` and ``train`` options other than ``RESUMABLE``, which a
+    resumed run would ignore; ``extra`` lists other such differences (e.g. ``--out``)."""
+    given = {**{f"--{k}": v for k, v in names.items()}, **flatten(options),
+             **{_train_label(k): v for k, v in train.items() if k not in RESUMABLE}}
+    recorded = {**{f"--{k}": saved.get(k) for k in names}, **flatten(saved.get("options") or {}),
+                **{_train_label(k): v for k, v in saved["train"].items()}}
+    changed = [f"{key} ({recorded.get(key)!r} -> {value!r})" for key, value in given.items() if recorded.get(key) != value]
+    changed += extra
+    if changed:
+        raise ConfigError(
+            f"--resume continues the run in {run_dir} as it was configured, so these options would be ignored: "
+            f"{'; '.join(changed)}. Resume may change only {', '.join(_train_label(k) for k in RESUMABLE)}. To change "
+            f"the others, start a new run (another --out, or --overwrite)."
+        )
+
+
+_TRAIN_FLAGS = ("epochs", "batch_size", "seed", "device", "checkpoint_every", "progress")
+
+
+def _train_label(key: str) -> str:
+    """How the user names a train option: its flag when it has one, else ``train.KEY``."""
+    return f"--{key.replace('_', '-')}" if key in _TRAIN_FLAGS else f"train.{key}"
+
+
+def flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}`` (nested dictionaries become dotted keys)."""
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:

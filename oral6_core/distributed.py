@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -72,6 +73,25 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
 def mean(value: Tensor) -> float:
     """A scalar averaged over ranks, as a Python float."""
     return all_reduce_mean_(value.detach().clone().float()).item()
+
+
+def maximum(value: int) -> int:
+    """The largest integer ``value`` over ranks (the value itself without a process group)."""
+    if not is_active():
+        return value
+    device = torch.device("cuda", local_rank()) if torch_dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def gather(value: Any) -> list[Any]:
+    """``value`` (any picklable object) from every rank, in rank order; ``[value]`` without a process group."""
+    if not is_active():
+        return [value]
+    values: list[Any] = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(values, value)
+    return values
 
 
 def agree(value: float, tol: float = 1e-6) -> bool:

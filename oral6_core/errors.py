@@ -37,3 +37,19 @@ class CheckpointError(Oral6Error):
 
 class BlackBoxAccessError(Oral6Error, AttributeError):
     """An attempt to reach the parameters or gradients hidden behind a ``BlackBox``."""
+
+
+class RunFolderError(Oral6Error):
+    """A run folder that another process is writing, that already holds a run, or that cannot be written."""
+
+
+class WriteError(Oral6Error):
+    """An output file that cannot be written where it was asked for."""
+
+
+class RunInterrupted(Oral6Error):
+    """Training stopped at a safe point on SIGINT or SIGTERM; ``exit_code`` is 130 or 143."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

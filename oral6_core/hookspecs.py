@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Regularizer,
         Representation,
     )
+    from .loggers import Logger
 
 PROJECT = "oral6"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -79,6 +80,11 @@ def oral6_models() -> list[type[ModelBuilder]]:
 @hookspec
 def oral6_benchmarks() -> list[type[Benchmark]]:
     """Reproducible experiments run by ``oral6 bench run NAME``."""
+
+
+@hookspec
+def oral6_loggers() -> list[type[Logger]]:
+    """Loggers: ``start(run)``, ``log(metrics, step)``, ``log_artifact(path)``, ``finish(status)``."""
 
 
 @hookspec

@@ -62,6 +62,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         except Exception as exc:  # one broken plugin must not take the others down
             message = f"{exc.__class__.__name__}: {exc}"
             _state.failures[ep.name] = message
+            _state.sources[ep.name] = PluginSource(ep.name, dist, ep.dist.version if ep.dist else "?", ep.value)
             warnings.warn(
                 f"The oral6 plugin {ep.name!r} (distribution {dist}) failed to import and is skipped: {message}. "
                 f"Fix or uninstall it; `oral6 list-plugins` lists plugins that failed.",
@@ -102,6 +103,11 @@ def trace(message: str) -> None:
     """Print ``message`` to standard error when ``ORAL6_TRACE_PLUGINS`` is set."""
     if os.environ.get("ORAL6_TRACE_PLUGINS"):
         sys.stderr.write(f"  {message}\n")
+
+
+def is_loaded() -> bool:
+    """Whether this process has already loaded its plugins (``get_plugin_manager`` was called)."""
+    return _state.manager is not None
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

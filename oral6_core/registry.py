@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .components import Component
 from .config import validate_config
 from .errors import DuplicateComponentError, Oral6Error, UnknownComponentError
 from .plugins import get_plugin_manager, trace
+
+if TYPE_CHECKING:  # the registry itself never needs torch, so `oral6 --help` does not import it
+    from .components import Component
 
 KIND_HOOKS: dict[str, str] = {
     "optimizer": "oral6_optimizers",
@@ -26,6 +28,7 @@ KIND_HOOKS: dict[str, str] = {
     "dataset": "oral6_datasets",
     "model": "oral6_models",
     "benchmark": "oral6_benchmarks",
+    "logger": "oral6_loggers",
 }
 KINDS = tuple(KIND_HOOKS)
 

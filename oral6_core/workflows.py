@@ -11,23 +11,33 @@ from typing import Any, Callable
 
 from . import registry
 from .components import BlackBox, SearchTask
-from .config import RunConfig, TrainConfig
+from .config import RESUMABLE, RunConfig, TrainConfig, check_resume, validate_config
 from .data import ArrayDataset, DataBundle
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
-from .io import save_torch, write_json
+from .io import save_torch
 from .metrics import evaluate
+from .progress import Progress
+from .rundir import check_writable, record, resolved
 from .training import CHECKPOINT, build_model, fit, load_trained_model, resolve_device, seed_everything
 
 
-def resumable_run(run_dir: Path, epochs: int | None = None) -> RunConfig:
-    """The ``RunConfig`` of the run in ``run_dir`` (optionally with more epochs), ready to resume."""
+def resumable_run(run_dir: Path, names: dict[str, Any] | None = None, options: dict[str, dict[str, Any]] | None = None,
+                  train_values: dict[str, Any] | None = None, out: Path | None = None) -> RunConfig:
+    """The ``RunConfig`` of the run in ``run_dir``, ready to resume, with the changes resume allows.
+
+    ``names``, ``options`` and ``train_values`` are what the user gave alongside ``--resume``. Only the
+    train options in ``RESUMABLE`` may differ from the run's; any other difference would be ignored by
+    the resumed run, so it is an error naming each option.
+    """
     config_file = run_dir / "config.json"
     if not (run_dir / CHECKPOINT).is_file() or not config_file.is_file():
         raise CheckpointError(f"Cannot resume {run_dir}: it holds no {CHECKPOINT} and config.json from `oral6 train`.")
     saved = json.loads(config_file.read_text())
-    train_cfg = TrainConfig(**saved["train"])
-    if epochs is not None:
-        train_cfg = train_cfg.model_copy(update={"epochs": epochs})
+    train_values = dict(train_values or {})
+    extra = (f"--out ({str(run_dir)!r} -> {str(out)!r})",) if out is not None and Path(out).resolve() != run_dir.resolve() else ()
+    check_resume(saved, names or {}, options or {}, train_values, run_dir, extra)
+    updates = {k: v for k, v in train_values.items() if k in RESUMABLE}
+    train_cfg = validate_config(TrainConfig, {**saved["train"], **updates}, "train")
     return RunConfig(model=saved["model"], dataset=saved["dataset"], optimizer=saved["optimizer"],
                      regularizer=saved["regularizer"], pruner=saved["pruner"], options=saved["options"],
                      train=train_cfg, out=run_dir)
@@ -44,6 +54,8 @@ def _outputs(bundle: DataBundle) -> int:
 def adapt(adapter_name: str, source: str, target: str, model: str, source_model: str, source_epochs: int, source_lr: float,
           mode: str, k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None) -> dict[str, Any]:
     """Train a source model, hide it behind a ``BlackBox``, adapt a student on unlabelled target data."""
+    if out is not None:
+        check_writable(out)
     seed_everything(seed)
     adapter = registry.create("adapter", adapter_name, options.get("adapter"))
     src = _load_bundle(source, options.get("source"), seed)
@@ -56,16 +68,19 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
     if not isinstance(tgt.train, ArrayDataset):
         raise DataError(f"Target dataset {target!r} must be held in memory (an ArrayDataset) to hide its labels.")
     src_net = build_model(RunConfig(model=source_model, dataset=source, options={"model": options.get("model", {})}), src)
-    trained = fit(src_net, src, registry.create("optimizer", "adam", {"lr": source_lr}),
-                  TrainConfig(epochs=source_epochs, seed=seed, device=device, progress=False, checkpoint=False)).model
-    dev = resolve_device(device)
-    black_box = BlackBox(trained, src.num_classes, mode=mode, k=k)  # type: ignore[arg-type]
-    source_on_target = evaluate(trained, tgt.test, tgt.task, dev)["accuracy"]  # type: ignore[arg-type]
-    seed_everything(seed)
-    student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
-    started = time.perf_counter()
-    student = adapter.adapt(black_box, tgt.train.without_labels(), student)
-    queries, seconds = black_box.queries, time.perf_counter() - started
+    with Progress(f"adapt {adapter_name}", total=2) as progress:
+        trained = fit(src_net, src, registry.create("optimizer", "adam", {"lr": source_lr}),
+                      TrainConfig(epochs=source_epochs, seed=seed, device=device, checkpoint=False)).model
+        dev = resolve_device(device)
+        black_box = BlackBox(trained, src.num_classes, mode=mode, k=k)  # type: ignore[arg-type]
+        source_on_target = evaluate(trained, tgt.test, tgt.task, dev)["accuracy"]  # type: ignore[arg-type]
+        progress.stage("source model trained", 1, source_accuracy_on_target=source_on_target)
+        seed_everything(seed)
+        student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
+        started = time.perf_counter()
+        student = adapter.adapt(black_box, tgt.train.without_labels(), student)
+        queries, seconds = black_box.queries, time.perf_counter() - started
+        progress.stage("student adapted", 2, black_box_queries=queries, seconds=seconds)
     report = {
         "adapter": adapter_name, "source": source, "target": target,
         "source_accuracy_on_source": evaluate(trained, src.test, src.task, dev)["accuracy"],  # type: ignore[arg-type]
@@ -74,21 +89,30 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
         "black_box_queries": queries, "black_box_mode": mode, "adapt_seconds": seconds,
     }
     if out is not None:
-        write_json(report, out / "adapt.json")
         save_torch({"model": student.state_dict(), "adapter": adapter_name,
                     "run": {"model": model, "dataset": target, "options": {"model": options.get("model", {})}}}, out / "student.pt")
+        used = {"adapter": resolved(adapter), "model": model, "source_model": source_model, "source_epochs": source_epochs,
+                "source_lr": source_lr, "blackbox_mode": mode, "k": k, "device": device, "set": options}
+        record(out / "adapt.json", "adapt", report, used, seed, {"student": "student.pt"})
     return report
 
 
 def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | None, predictor_ckpt: Path | None,
-           top_k: int, distil: bool, seed: int, device: str, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Rank a predictor's candidates for a teacher and dataset under a parameter budget."""
+           top_k: int, distil: bool, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None = None) -> dict[str, Any]:
+    """Rank a predictor's candidates for a teacher and dataset under a parameter budget.
+
+    With ``out``, ``search.json`` records the options, every candidate ranked, and the metrics;
+    ``student.pt`` holds the distilled student (weights, candidate and module) when ``distil``.
+    """
+    if out is not None:
+        check_writable(out)
     seed_everything(seed)
     predictor = registry.create("predictor", predictor_name, options.get("predictor"))
+    source = registry.create("dataset", dataset, options.get("dataset"))
     dev = resolve_device(device)
     teacher, _ = load_trained_model(teacher_ckpt)
     teacher.to(dev)
-    bundle = _load_bundle(dataset, options.get("dataset"), seed)
+    bundle = source.load(seed=seed)
     split = bundle.val if bundle.val is not None else bundle.test
     try:
         teacher_acc = evaluate(teacher, split, bundle.task, dev)["accuracy"]  # type: ignore[arg-type]
@@ -106,16 +130,28 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
     scores = predictor.predict(candidates, task).detach().float().cpu()
     seconds = time.perf_counter() - started
     order = scores.argsort(descending=True).tolist()
-    top = [{"candidate": candidates[i].describe(), "parameters": candidates[i].num_params, "score": float(scores[i])} for i in order[:top_k]]
-    report: dict[str, Any] = {"teacher_accuracy": teacher_acc, "candidates": len(candidates), "seconds": seconds, "top": top}
+    ranked = [{"candidate": candidates[i].describe(), "parameters": candidates[i].num_params, "score": float(scores[i])} for i in order]
+    report: dict[str, Any] = {"teacher_accuracy": teacher_acc, "candidates": len(candidates), "seconds": seconds, "top": ranked[:top_k]}
+    outputs = {}
     if distil:
-        _, report["distilled_accuracy"] = predictor.distil(candidates[order[0]], task)
+        student, report["distilled_accuracy"] = predictor.distil(candidates[order[0]], task)
+        if out is not None:
+            save_torch({"model": student.state_dict(), "candidate": ranked[0]["candidate"], "parameters": ranked[0]["parameters"],
+                        "module": student}, out / "student.pt")
+            outputs["student"] = "student.pt"
+    if out is not None:
+        used = {"predictor": resolved(predictor), "dataset": dataset, "dataset_options": resolved(source), "teacher": str(teacher_ckpt),
+                "budget_params": budget, "predictor_checkpoint": None if predictor_ckpt is None else str(predictor_ckpt),
+                "top_k": top_k, "distil": distil, "device": device}
+        record(out / "search.json", "search", {**report, "ranked": ranked}, used, seed, outputs)
     return report
 
 
 def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, options: dict[str, dict[str, Any]],
                    on_row: Callable[[dict[str, Any]], None] | None = None, device: str | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Fit a generative model on a dataset's stream; disentanglement of every seen environment after each one."""
+    if out is not None:
+        check_writable(out)
     from .metrics.disentanglement import evaluate_representation
 
     seed_everything(seed)
@@ -124,13 +160,15 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
             raise ConfigError(f"Generative model {model_name!r} has no device option; it decides where it runs itself.")
         options = {**options, "model": {**options.get("model", {}), "device": device}}
     model = registry.create("generative-model", model_name, options.get("model"))
-    bundle = _load_bundle(dataset, options.get("dataset"), seed)
+    source = registry.create("dataset", dataset, options.get("dataset"))
+    bundle = source.load(seed=seed)
     if not bundle.stream:
         raise DataError(f"Dataset {dataset!r} has no stream of environments; pick a stream dataset (see list-plugins), "
                         f"or a folder or arrays dataset whose dataset.toml declares factor columns.")
     out_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model_name}-{dataset}"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    progress = Progress(f"fit-generative {model_name}", total=len(bundle.stream))
 
     def after_environment(index: int, _env: Any) -> None:
         for seen, env in enumerate(bundle.stream[: index + 1]):
@@ -139,19 +177,28 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
             rows.append(row)
             if on_row is not None:
                 on_row(row)
+        progress.update(index + 1, description=f"fit-generative environment {index + 1}/{len(bundle.stream)}",
+                        **{k: v for k, v in rows[-1].items() if isinstance(v, float)})
         if hasattr(model, "save_visuals"):
             model.save_visuals(out_dir, index)
 
-    model.fit(bundle.stream, after_environment)
-    write_json({"model": model_name, "dataset": dataset, "options": options, "rows": rows}, out_dir / "metrics.json")
+    with progress:
+        model.fit(bundle.stream, after_environment)
+    outputs = {}
     if hasattr(model, "save"):
         model.save(out_dir / "model.pt")
+        outputs["model"] = "model.pt"
+    outputs.update({p.name: p.name for p in sorted(out_dir.glob("*.png"))})
+    used = {"model": model_name, "dataset": dataset, "model_options": resolved(model), "dataset_options": resolved(source)}
+    record(out_dir / "metrics.json", "fit-generative", {"model": model_name, "dataset": dataset, "rows": rows}, used, seed, outputs)
     return rows, out_dir
 
 
 def represent(method: str, checkpoint: Path, model_name: str | None, use_data: bool, out: Path | None, seed: int,
               device: str, options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Fit a weight representation of a trained network and compare the rebuilt network with it."""
+    if out is not None:
+        check_writable(out)
     seed_everything(seed)
     rep = registry.create("representation", method, options.get("representation"))
     dev = resolve_device(device)
@@ -162,16 +209,22 @@ def represent(method: str, checkpoint: Path, model_name: str | None, use_data: b
     original = evaluate(net, test, bundle.task, dev)["accuracy"]  # type: ignore[arg-type]
     rep.set_source(model_name or run["model"], dict((run.get("options") or {}).get("model") or {}), bundle.input_shape)
     started = time.perf_counter()
-    rep.fit(net, bundle if use_data else None)
+    with Progress(f"represent {method}", total=1) as progress:
+        progress.stage("fitting", 0, original_accuracy=original)
+        rep.fit(net, bundle if use_data else None)
+        progress.stage("fitted", 1, seconds=time.perf_counter() - started)
     rebuilt = rep.reconstruct().to(dev)
     out_dir = out or checkpoint.parent
     path = out_dir / f"{method}-representation.pt"
     rep.save(path)
     size, represented = rep.num_parameters(), rep.represented_parameters()
-    return {
+    report = {
         "method": method, "original_accuracy": original,
         "reconstructed_accuracy": evaluate(rebuilt, test, bundle.task, dev)["accuracy"],  # type: ignore[arg-type]
         "representation_parameters": size, "represented_parameters": represented,
         "compression_ratio": size / max(represented, 1), "bytes_on_disk": path.stat().st_size,
         "fit_seconds": time.perf_counter() - started, "saved_to": str(path), "used_data": use_data,
     }
+    used = {"representation": resolved(rep), "checkpoint": str(checkpoint), "model": model_name or run["model"], "device": device}
+    record(out_dir / f"{method}-represent.json", "represent", report, used, seed, {"representation": path.name})
+    return report

@@ -46,6 +46,7 @@ def cli():
         result = runner.invoke(app, [str(a) for a in args])
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
+        invoke.last_stderr = ANSI.sub("", result.stderr)  # type: ignore[attr-defined]  # line by line, as a log file holds it
         return result.exit_code, plain(result.output)
 
     return invoke

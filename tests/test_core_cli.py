@@ -8,10 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from oral6_core import registry
 from oral6_core.components import Adapter, Candidate, DatasetSource, Environment, GenerativeModel, Predictor, Representation, Task
 from oral6_core.data import ArrayDataset, DataBundle
+from oral6_core.config import ComponentConfig
 from oral6_core.hookspecs import hookimpl
 from oral6_core.io import load_torch, save_torch
+from oral6_core.metrics import evaluate
 from oral6_core.models.nets import MLP
 
 FAST = ["--no-progress", "--epochs", "2"]
@@ -68,11 +71,14 @@ class LabelCopy(Adapter):
 
     name = "test-label-copy"
 
+    class Config(ComponentConfig):
+        steps: int = 30
+
     def adapt(self, black_box, target_data, student):
         assert bool((target_data.y == -1).all()), "target labels leaked to the adapter"
         labels = black_box(target_data.x).argmax(1)
         opt = torch.optim.Adam(student.parameters(), lr=3e-3)
-        for _ in range(30):
+        for _ in range(self.config.steps):
             opt.zero_grad()
             nn.functional.cross_entropy(student(target_data.x), labels).backward()
             opt.step()
@@ -101,6 +107,10 @@ class BiggestIsBest(Predictor):
 
     def predict(self, candidates, task):
         return torch.tensor([float(c.num_params) for c in candidates])
+
+    def distil(self, candidate, task):
+        student = candidate.build(task.bundle.num_classes)
+        return student, evaluate(student, task.bundle.test, task.bundle.task, task.device)["accuracy"]
 
 
 class Streams(DatasetSource):
@@ -193,6 +203,8 @@ def test_adapt_reports_target_accuracy_and_queries(cli, workflow_plugin, tmp_pat
     report = json.loads((tmp_path / "adapt.json").read_text())
     assert report["black_box_queries"] == 1168
     assert report["adapted_accuracy_on_target"] > 0.7
+    assert report["options"]["adapter"] == {"steps": 30} and report["options"]["source_epochs"] == 3 and report["seed"] == 0
+    assert report["outputs"] == {"student": "student.pt"} and report["versions"]["torch"] == torch.__version__
 
 
 def test_adapt_rejects_mismatched_domains(cli, workflow_plugin):
@@ -205,9 +217,17 @@ def test_search_honours_the_budget(cli, workflow_plugin, tmp_path):
     assert code == 0
     budget = WidthCandidate(16).num_params
     code, out = cli("search", "--predictor", "test-biggest", "--dataset", "digits", "--teacher", tmp_path / "teacher" / "checkpoint.pt",
-                    "--budget-params", budget, "--top-k", "2")
+                    "--budget-params", budget, "--top-k", "2", "--distil", "--out", tmp_path / "search")
     assert code == 0, out
     assert "mlp-16" in out and "mlp-32" not in out and "3 candidates" in out
+    record = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert [r["candidate"] for r in record["ranked"]] == ["mlp-16", "mlp-8", "mlp-4"] and len(record["top"]) == 2
+    assert record["options"]["budget_params"] == budget and record["outputs"] == {"student": "student.pt"}
+    student = load_torch(tmp_path / "search" / "student.pt")
+    assert student["candidate"] == "mlp-16"
+    WidthCandidate(16).build(10).load_state_dict(student["model"])
+    accuracy = evaluate(student["module"], registry.create("dataset", "digits").load().test, Task(), torch.device("cpu"))["accuracy"]
+    assert accuracy == record["distilled_accuracy"]
     code, out = cli("search", "--predictor", "test-biggest", "--dataset", "digits", "--teacher", tmp_path / "missing.pt")
     assert code == 2 and "No checkpoint" in out
 
@@ -222,8 +242,9 @@ def test_fit_generative_scores_each_seen_environment(cli, workflow_plugin, tmp_p
     monkeypatch.setitem(sys.modules, "oral6_core.metrics.disentanglement", types.SimpleNamespace(evaluate_representation=fake_scores))
     code, out = cli("fit-generative", "--model", "test-identity", "--dataset", "test-stream", "--out", tmp_path)
     assert code == 0, out
-    rows = json.loads((tmp_path / "metrics.json").read_text())["rows"]
-    assert [(r["after"], r["environment"]) for r in rows] == [(1, "env0"), (2, "env0"), (2, "env1")]
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert [(r["after"], r["environment"]) for r in record["rows"]] == [(1, "env0"), (2, "env0"), (2, "env1")]
+    assert record["workflow"] == "fit-generative" and record["seed"] == 0 and "dataset_options" in record["options"]
     code, out = cli("fit-generative", "--model", "test-identity", "--dataset", "digits")
     assert code == 2 and "no stream" in out
 
@@ -233,5 +254,8 @@ def test_represent_rebuilds_and_reports_sizes(cli, workflow_plugin, tmp_path):
     code, out = cli("represent", "--method", "test-stored", "--checkpoint", tmp_path / "checkpoint.pt")
     assert code == 0, out
     assert "compression ratio │ 1.0000" in out and (tmp_path / "test-stored-representation.pt").is_file()
+    record = json.loads((tmp_path / "test-stored-represent.json").read_text())
+    assert record["compression_ratio"] == 1.0 and record["options"]["model"] == "mlp"
+    assert record["outputs"] == {"representation": "test-stored-representation.pt"}
     code, out = cli("represent", "--method", "test-stored", "--checkpoint", tmp_path / "checkpoint.pt", "--model", "cnn")
     assert code == 2 and "holds a 'mlp' model" in out

@@ -18,7 +18,7 @@ def test_every_hook_is_documented():
     text = DOCS.read_text()
     missing = [n for n in _hook_names() if f"## {n}(" not in text]
     assert not missing, f"hooks missing from docs/hooks.md: {missing}"
-    assert len(_hook_names()) == 11
+    assert len(_hook_names()) == 12
 
 
 def _list_plugins(env_extra: dict[str, str]) -> dict:
@@ -34,8 +34,8 @@ def test_entry_point_plugin_is_discovered_with_its_distribution():
     plugins = {p["name"]: p for p in report["plugins"]}
     assert set(plugins) == {"builtin", "hello"}
     assert plugins["hello"]["distribution"] == "oral6-hello"
-    assert plugins["hello"]["registers"] == {"optimizer": ["lion"]}
-    assert plugins["hello"]["hooks"] == ["oral6_optimizers"]
+    assert plugins["hello"]["registers"] == {"optimizer": ["lion"], "logger": ["csv"]}
+    assert plugins["hello"]["hooks"] == ["oral6_loggers", "oral6_optimizers"]
 
 
 def test_load_plugins_switch_restricts_loading():

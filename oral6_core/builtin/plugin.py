@@ -8,6 +8,7 @@ from ..data.folder import FolderDataset
 from ..data.synthetic import Synthetic
 from ..data.torchvision_sets import TorchvisionDataset
 from ..hookspecs import hookimpl
+from ..loggers import JsonlLogger, MlflowLogger, TensorBoardLogger
 from ..models.builders import CNNBuilder, MLPBuilder, ResNet20Builder, TimmBuilder, TorchvisionBuilder
 from .optimizers import SGD, Adam, AdamW
 from .overhead import CoreOverhead
@@ -37,3 +38,8 @@ def oral6_models():
 @hookimpl
 def oral6_benchmarks():
     return [CoreOverhead]
+
+
+@hookimpl
+def oral6_loggers():
+    return [JsonlLogger, TensorBoardLogger, MlflowLogger]

@@ -101,8 +101,9 @@ def collate_batches(items: list[Any]) -> Batch:
 class BatchLoader:
     """Iterates ``Batch`` objects over any dataset, by index slicing when it is an ``ArrayDataset``.
 
-    Shuffling is seeded per epoch (``set_epoch``), so a run resumed at an epoch boundary sees
-    exactly the batches it would have seen. With ``world_size > 1`` each global batch is split
+    Shuffling is seeded per epoch (``set_epoch``), so a resumed run sees exactly the batches it
+    would have seen; ``set_epoch(epoch, start)`` skips the epoch's first ``start`` batches (a
+    resume mid-epoch). With ``world_size > 1`` each global batch is split
     into equal contiguous shards, one per rank: averaging the ranks' gradients then gives exactly
     the gradient of the single-process batch (a ``DistributedSampler`` would give other batches).
     ``batch_size`` is the global batch size.
@@ -124,11 +125,11 @@ class BatchLoader:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.drop_last, self.num_workers = seed, drop_last, num_workers
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the shuffle of ``epoch``."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Choose the shuffle of ``epoch``; iteration begins at its batch ``start``."""
+        self.epoch, self.start = epoch, start
 
     def _order(self) -> Tensor:
         n = len(self.dataset)  # type: ignore[arg-type]
@@ -152,6 +153,7 @@ class BatchLoader:
         if self.world_size > 1:
             shard = len(chunks[0]) // self.world_size
             chunks = [c[self.rank * shard : (self.rank + 1) * shard] for c in chunks]
+        chunks = chunks[self.start :]
         if isinstance(self.dataset, ArrayDataset):
             for idx in chunks:
                 yield self.dataset[idx]

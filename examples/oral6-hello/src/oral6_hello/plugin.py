@@ -1,4 +1,4 @@
-"""Registers the ``lion`` optimizer with oral6."""
+"""Registers the ``lion`` optimizer and the ``csv`` logger with oral6."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from torch import nn
 from oral6_core.components import OptimizerFactory, Task
 from oral6_core.config import ComponentConfig
 from oral6_core.hookspecs import hookimpl
+
+from .csv_logger import CsvLogger
 
 
 class Lion(torch.optim.Optimizer):
@@ -51,3 +53,8 @@ class LionFactory(OptimizerFactory):
 @hookimpl
 def oral6_optimizers():
     return [LionFactory]
+
+
+@hookimpl
+def oral6_loggers():
+    return [CsvLogger]

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from oral6_core.components import Adapter, BlackBox
+from oral6_core.progress import track
 
 from .augment import Views
 from .common import (TrainingConfig, black_box_teacher, build_optimizer, decay_learning_rate, minibatches,
@@ -93,7 +94,7 @@ class BETAAdapter(Adapter):
         labels = teacher.argmax(1)
         trainer = _Trainer(c, nets, x, labels)
         self.history = []
-        for epoch in range(1, c.epochs + 1):
+        for epoch in track(range(1, c.epochs + 1), "beta"):
             for optimizer in trainer.optimizers:
                 decay_learning_rate(optimizer, epoch / c.epochs, power=1.5)
             if epoch % max(c.epochs // 10, 1) == 0 and c.ema < 1:

@@ -14,6 +14,7 @@ from oral6_core.components import Environment, GenerativeModel
 from oral6_core.config import ComponentConfig
 from oral6_core.errors import CheckpointError, DataError, ShapeError
 from oral6_core.io import load_torch, save_torch
+from oral6_core.progress import report, track
 from oral6_core.training import resolve_device
 
 from .networks import ConvDecoder, ConvEncoder
@@ -96,13 +97,14 @@ class StreamVAE(GenerativeModel):
             self.begin_environment(index)
             self.train_mode()
             epochs = self.config.epochs_first if index == 0 else self.config.epochs_next
-            for epoch in range(epochs):
-                order = torch.randperm(len(x), generator=self.generator)
+            for epoch in track(range(epochs), f"{self.name} environment {index + 1}/{len(environments)}"):
+                order, logs = torch.randperm(len(x), generator=self.generator), {}
                 for batch in order.split(self.config.batch_size):
                     if len(batch) < 2:
                         continue
-                    self.train_step(x[batch].to(self.device, non_blocking=True), index)
+                    logs = self.train_step(x[batch].to(self.device, non_blocking=True), index)
                     self.global_step += 1
+                report(**logs)
             self.end_environment(index, x)
             self.environments_done = index + 1
             if on_environment_end is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,6 +25,7 @@ from oral6_core.config import TrainConfig, format_validation_error
 from oral6_core.errors import CheckpointError, ConfigError
 from oral6_core.io import load_torch, save_torch, write_json
 from oral6_core.metrics import evaluate
+from oral6_core.progress import Progress, shown
 from oral6_core.training import fit, seed_everything
 
 from .distill import DistilSettings, distil
@@ -46,12 +46,13 @@ class MetaDatasetSettings(BaseModel):
         description="Tasks the predictor is meta-trained on.")
     val_tasks: list[str] = Field(["digits-odd", "digits-flip-0to4"], description="Tasks that select the meta-training checkpoint.")
     test_tasks: list[str] = Field(["digits-invert", "shapes-6", "textures-6"], description="Unseen tasks, held out whole.")
-    students_per_task: int = Field(30, ge=2, description="Distilled students per task.")
+    students_per_task: int = Field(6, ge=2, description="Distilled students per task (30 for the full-size meta-dataset).")
     teacher_widths: list[int] = Field([16, 32, 64, 64], min_length=1, description="Teacher channels per stage.")
     teacher_depths: list[int] = Field([2, 2, 2, 2], min_length=1, description="Teacher blocks per stage (students keep 1..d).")
-    teacher_epochs: int = Field(10, ge=1, description="Teacher training epochs (Adam).")
+    teacher_epochs: int = Field(4, ge=1, description="Teacher training epochs (Adam; 10 for the full-size meta-dataset).")
     teacher_lr: float = Field(3e-3, gt=0, description="Teacher learning rate.")
-    distil: DistilSettings = Field(default_factory=DistilSettings, description="How each student is distilled.")
+    distil: DistilSettings = Field(default_factory=lambda: DistilSettings(epochs=2),
+                                   description="How each student is distilled (2 epochs; 4 for the full-size meta-dataset).")
     seed: int = Field(0, description="Seed of the student samples and of training.")
 
     def model_post_init(self, _context: object) -> None:
@@ -135,7 +136,7 @@ def _train_teacher(root: Path, task: str, settings: MetaDatasetSettings, device:
     space = task_space(settings)
     teacher = DaSSResNet(space, space.teacher, bundle.num_classes)
     adam = registry.create("optimizer", "adam", {"lr": settings.teacher_lr})
-    run = fit(teacher, bundle, adam, TrainConfig(epochs=settings.teacher_epochs, seed=settings.seed, device=device, progress=False, checkpoint=False))
+    run = fit(teacher, bundle, adam, TrainConfig(epochs=settings.teacher_epochs, seed=settings.seed, device=device, checkpoint=False))
     dev = next(teacher.parameters()).device
     accs = {s: evaluate(run.model, getattr(bundle, s), bundle.task, dev)["accuracy"] for s in ("val", "test")}
     save_torch({"state": teacher.state_dict(), "widths": space.widths, "depths": space.max_depths, "in_channels": space.in_channels,
@@ -152,21 +153,19 @@ def load_teacher(path: Path, device: torch.device | str = "cpu") -> tuple[DaSSRe
 
 
 def build_meta_dataset(root: Path, settings: MetaDatasetSettings, device: str = "cpu", progress: bool = True) -> Path:
-    """Train every missing teacher and distil every missing student; finished files are kept as they are."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """Train every missing teacher and distil every missing student; finished files are kept as they are.
 
+    ``progress`` shows a bar on a terminal, or one line per teacher epoch and per student in a log file.
+    """
     root.mkdir(parents=True, exist_ok=True)
     _check_settings(root, settings)
     space = task_space(settings)
     tasks = list(settings.splits())
     total = len(tasks) * settings.students_per_task
     done = sum(1 for t in tasks for i in range(settings.students_per_task) if (root / t / "students" / f"{i:04d}.json").is_file())
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()) if progress else None
-    with bar or nullcontext():
-        handle = bar.add_task("students", total=total, completed=done) if bar else None
+    with shown(progress), Progress("dass build-meta", total=total, completed=done) as bar:
         for task in tasks:
-            if bar is not None:
-                bar.update(handle, description=f"{task}: teacher")  # type: ignore[arg-type]
+            bar.update(description=f"{task}: teacher")
             _train_teacher(root, task, settings, device)
             missing = [(i, a) for i, a in enumerate(student_architectures(settings, task))
                        if not (root / task / "students" / f"{i:04d}.json").is_file()]
@@ -176,8 +175,7 @@ def build_meta_dataset(root: Path, settings: MetaDatasetSettings, device: str = 
             bundle = load_task(task)
             for i, arch in missing:
                 path = root / task / "students" / f"{i:04d}.json"
-                if bar is not None:
-                    bar.update(handle, description=f"{task}: student {i + 1}")  # type: ignore[arg-type]
+                bar.update(description=f"{task}: student {i + 1}")
                 seed_everything(settings.seed * 7919 + i)
                 started = time.perf_counter()
                 result = distil(DaSSResNet(space, arch, bundle.num_classes), teacher, bundle, settings.distil, seed=settings.seed + i)
@@ -185,8 +183,8 @@ def build_meta_dataset(root: Path, settings: MetaDatasetSettings, device: str = 
                             "flops": space.flops(arch, bundle.input_shape[1:], bundle.num_classes),  # type: ignore[arg-type]
                             "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                             "history": result.history, "seconds": time.perf_counter() - started}, path)
-                if bar is not None:
-                    bar.advance(handle)  # type: ignore[arg-type]
+                bar.stage(f"{task} student {i + 1}/{settings.students_per_task}", bar.completed + 1,
+                          val_accuracy=result.val_accuracy, seconds=time.perf_counter() - started)
     return root
 
 

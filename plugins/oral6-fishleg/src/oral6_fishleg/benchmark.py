@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar, Literal
 import torch
 from oral6_core import registry
 from oral6_core.bench import markdown_table, mean_std, new_figure, save_figure
+from oral6_core.progress import track
 from oral6_core.components import Benchmark, BenchResult, OptimizerFactory, Task
 from oral6_core.config import ComponentConfig, TrainConfig
 from oral6_core.data import DataBundle
@@ -91,7 +92,7 @@ class FishLegAutoencoderBenchmark(Benchmark):
         for dataset in c.datasets:
             bundle = autoencoder_bundle(dataset, c.curves_images)
             for batch in c.batch_sizes:
-                for label, (make, lrs) in methods.items():
+                for label, (make, lrs) in track(list(methods.items()), f"fishleg-autoencoder {dataset} batch {batch}", "method"):
                     row, history = self._tune_and_repeat(c, bundle, dataset, batch, label, make, lrs)
                     rows.append(row)
                     curves[(dataset, batch, label)] = history

@@ -13,6 +13,7 @@ from torch.func import functional_call
 
 from oral6_core.data import BatchLoader, DataBundle
 from oral6_core.errors import NonFiniteLossError, ShapeError
+from oral6_core.progress import report, track
 
 from .layout import WeightLayout
 from .losses import FeatureTap, attention_loss, feature_modules, output_distillation_loss, reconstruction_loss
@@ -87,7 +88,7 @@ def train_predictor(predictor: KernelPredictor, layout: WeightLayout, teacher: n
     tap = FeatureTap(teacher, feature_modules(teacher)) if config.attention_weight > 0 else None
     history: list[dict[str, float]] = []
     predictor.train()
-    for step in range(1, config.steps + 1):
+    for step in track(range(1, config.steps + 1), "nern fit", "step", every=max(config.steps // 10, 1)):
         rows = sampler.sample()
         use_network = distills and step > config.warmup_steps
         if use_network:
@@ -121,6 +122,7 @@ def train_predictor(predictor: KernelPredictor, layout: WeightLayout, teacher: n
                     f"The NeRN loss became {row['loss']} at step {step}. Lower representation.lr or the distillation weights."
                 )
             history.append(row)
+            report(loss=row["loss"])
     predictor.eval()
     teacher.train(was_training)
     return history
