@@ -37,3 +37,15 @@ class CheckpointError(Oral6Error):
 
 class BlackBoxAccessError(Oral6Error, AttributeError):
     """An attempt to reach the parameters or gradients hidden behind a ``BlackBox``."""
+
+
+class BlackBoxQueryError(Oral6Error, ValueError):
+    """A query a black box refuses: not a plain dense floating tensor, or the wrong shape."""
+
+
+class BlackBoxBudgetError(Oral6Error):
+    """A query beyond the black box's query budget."""
+
+
+class BlackBoxServerError(Oral6Error, RuntimeError):
+    """The black-box server crashed, stopped or did not answer in time."""

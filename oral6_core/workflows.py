@@ -10,13 +10,14 @@ from typing import Any, Callable
 
 
 from . import registry
-from .components import BlackBox, SearchTask
+from .blackbox import BlackBoxServer, SourceSpec, target_check
+from .components import SearchTask
 from .config import RunConfig, TrainConfig
 from .data import ArrayDataset, DataBundle
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
 from .io import save_torch, write_json
 from .metrics import evaluate
-from .training import CHECKPOINT, build_model, fit, load_trained_model, resolve_device, seed_everything
+from .training import CHECKPOINT, build_model, load_trained_model, resolve_device, seed_everything
 
 
 def resumable_run(run_dir: Path, epochs: int | None = None) -> RunConfig:
@@ -42,35 +43,34 @@ def _outputs(bundle: DataBundle) -> int:
 
 
 def adapt(adapter_name: str, source: str, target: str, model: str, source_model: str, source_epochs: int, source_lr: float,
-          mode: str, k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None) -> dict[str, Any]:
-    """Train a source model, hide it behind a ``BlackBox``, adapt a student on unlabelled target data."""
+          mode: str, k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None,
+          source_checkpoint: Path | None = None, query_budget: int | None = None) -> dict[str, Any]:
+    """Serve a source model from its own process (trained there, or loaded from ``source_checkpoint``); adapt a student through it.
+
+    This process never holds the source model, its weights or the source data: only the
+    server's answers, its accuracy report and its query count.
+    """
     seed_everything(seed)
     adapter = registry.create("adapter", adapter_name, options.get("adapter"))
-    src = _load_bundle(source, options.get("source"), seed)
     tgt = _load_bundle(target, options.get("target"), seed)
-    if src.input_shape != tgt.input_shape or src.num_classes != tgt.num_classes:
-        raise ShapeError(
-            f"Source {source!r} gives inputs {src.input_shape} with {src.num_classes} classes, target {target!r} "
-            f"gives {tgt.input_shape} with {tgt.num_classes}: a black box trained on one cannot label the other."
-        )
     if not isinstance(tgt.train, ArrayDataset):
         raise DataError(f"Target dataset {target!r} must be held in memory (an ArrayDataset) to hide its labels.")
-    src_net = build_model(RunConfig(model=source_model, dataset=source, options={"model": options.get("model", {})}), src)
-    trained = fit(src_net, src, registry.create("optimizer", "adam", {"lr": source_lr}),
-                  TrainConfig(epochs=source_epochs, seed=seed, device=device, progress=False, checkpoint=False)).model
+    spec = SourceSpec(source, dict(options.get("source") or {}), source_model, dict(options.get("model") or {}), source_epochs,
+                      source_lr, seed, device, None if source_checkpoint is None else str(source_checkpoint))
     dev = resolve_device(device)
-    black_box = BlackBox(trained, src.num_classes, mode=mode, k=k)  # type: ignore[arg-type]
-    source_on_target = evaluate(trained, tgt.test, tgt.task, dev)["accuracy"]  # type: ignore[arg-type]
-    seed_everything(seed)
-    student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
-    started = time.perf_counter()
-    student = adapter.adapt(black_box, tgt.train.without_labels(), student)
-    queries, seconds = black_box.queries, time.perf_counter() - started
+    with BlackBoxServer(spec, mode, k, query_budget, target_check(tgt)) as server:
+        seed_everything(seed)
+        student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
+        started = time.perf_counter()
+        student = adapter.adapt(server.client, tgt.train.without_labels(), student)
+        seconds = time.perf_counter() - started
+        adapted = evaluate(student, tgt.test, tgt.task, dev)["accuracy"]  # type: ignore[arg-type]
+        queries = server.queries
     report = {
-        "adapter": adapter_name, "source": source, "target": target,
-        "source_accuracy_on_source": evaluate(trained, src.test, src.task, dev)["accuracy"],  # type: ignore[arg-type]
-        "source_accuracy_on_target": source_on_target,
-        "adapted_accuracy_on_target": evaluate(student, tgt.test, tgt.task, dev)["accuracy"],  # type: ignore[arg-type]
+        "adapter": adapter_name, "source": server.report["source"], "target": target,
+        "source_accuracy_on_source": server.report["source_accuracy_on_source"],
+        "source_accuracy_on_target": server.report["source_accuracy_on_target"],
+        "adapted_accuracy_on_target": adapted,
         "black_box_queries": queries, "black_box_mode": mode, "adapt_seconds": seconds,
     }
     if out is not None:
