@@ -31,7 +31,7 @@ class TrainingConfig(ComponentConfig):
     bottleneck_dim: int = Field(256, ge=1, description="Width of the bottleneck (Linear → BatchNorm) before the classifier.")
     topk: int = Field(1, ge=1, description="Black-box classes kept by adaptive label smoothing; the rest share 1 − Σ top-k.")
     augment: bool = Field(True, description="Train on randomly shifted (weak) views of the target images.")
-    query_batch_size: int = Field(256, ge=1, description="Samples per black-box query.")
+    query_batch_size: int = Field(1024, ge=1, description="Samples per black-box query (one request each).")
     seed: int = Field(0, description="Seed of shuffling, augmentation, mixup and the twin network's initialisation.")
 
 
