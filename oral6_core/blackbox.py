@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from .data import DataBundle
 
 BlackBoxMode = Literal["probs", "topk", "label"]
-MODES = ("probs", "topk", "label")
 
 MAGIC = b"O6BB"
 REQUEST = struct.Struct("<4sBQB")  # magic, operation, request id, number of dimensions (then one u32 per dimension)
@@ -47,8 +46,6 @@ ANSWER = struct.Struct("<II")  # rows, classes (then rows·classes float32)
 QUERY, STATS, CLOSE = 1, 2, 3
 TENSOR, JSON, ERROR = 0, 1, 2
 _SERVER_BATCH = 4096
-
-
 
 
 def reply(conn: connection.Connection, status: int, request_id: int, body: bytes) -> None:
@@ -108,7 +105,7 @@ class BlackBox:
 
 def check_mode(mode: str, k: int) -> None:
     """Refuse an unknown mode or a k below 1."""
-    if mode not in MODES:
+    if mode not in ("probs", "topk", "label"):
         raise ConfigError(f"Unknown black-box mode {mode!r}; use probs, topk or label.")
     if k < 1:
         raise ConfigError(f"The black box's k must be at least 1, not {k}.")

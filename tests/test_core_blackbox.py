@@ -29,6 +29,8 @@ from oral6_core.blackbox_server import build_source
 from oral6_core.components import Adapter, BlackBox
 from oral6_core.data import ArrayDataset, DataBundle
 from oral6_core.hookspecs import hookimpl
+from oral6_core.io import save_torch
+from oral6_core.metrics import evaluate
 from oral6_core.errors import BlackBoxAccessError, BlackBoxBudgetError, BlackBoxQueryError, BlackBoxServerError
 
 WIDTH = 37
@@ -253,18 +255,24 @@ def scan(objects: list[Any], exclude: set[int]) -> dict[str, list[str]]:
     return {"model": model, "data": data}
 
 
-def test_gc_get_objects_finds_no_source_model_or_data_in_the_callers_frames(register_plugin):
+def test_gc_get_objects_finds_no_source_model_or_data_in_the_callers_frames(register_plugin, tmp_path):
+    """``oral6 adapt`` with ``--source-checkpoint``: the server loads the file; nothing of it is in this process."""
     torch.set_num_threads(1)
     spec = SourceSpec("synthetic", SOURCE_DATA, "mlp", {"hidden": [GC_WIDTH]}, epochs=1, seed=0)
     control_model, control_bundle, _ = build_source(spec)
     control = scan(gc.get_objects(), set())
     assert control["model"] and control["data"], "control: the scan finds an in-process source model and its data"
+    accuracy = evaluate(control_model, control_bundle.test, control_bundle.task)["accuracy"]
+    run = {"model": "mlp", "dataset": "synthetic", "options": {"dataset": SOURCE_DATA, "model": {"hidden": [GC_WIDTH]}}}
+    save_torch({"model": control_model.state_dict(), "run": run}, tmp_path / "source.pt")
     del control_model, control_bundle
     gc.collect()
     register_plugin(ProbePlugin(), "test-gc-probe")
-    report = workflows.adapt("test-gc-probe", "synthetic", "synthetic", "mlp", "mlp", 1, 2e-3, "topk", 1, 0, "cpu",
-                             {"source": SOURCE_DATA, "target": {"num_samples": 500}, "model": {"hidden": [GC_WIDTH]}}, None)
+    report = workflows.adapt("test-gc-probe", "", "synthetic", "mlp", "mlp", 1, 2e-3, "topk", 1, 0, "cpu",
+                             {"target": {"num_samples": 500}, "model": {"hidden": [GC_WIDTH]}}, None,
+                             source_checkpoint=tmp_path / "source.pt")
     assert GcProbe.found == {"model": [], "data": []}
+    assert report["source_accuracy_on_source"] == pytest.approx(accuracy), "the server serves exactly the checkpoint"
     assert report["black_box_queries"] == 4 and report["source_accuracy_on_target"] is not None
 
 
