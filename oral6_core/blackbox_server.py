@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -113,9 +115,6 @@ class _State:
 
     def query(self, message: bytes, ndim: int) -> bytes:
         """Check a raw query against the input shape, its data length and the budget; the reduced answers as bytes."""
-        import math
-        import struct
-
         import numpy as np
         import torch
 
