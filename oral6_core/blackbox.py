@@ -21,6 +21,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -118,8 +119,8 @@ def check_query(x: Any, input_shape: tuple[int, ...]) -> Tensor:
             f"A black box answers plain torch.Tensor inputs only, not {type(x).__module__}.{type(x).__qualname__} "
             "(tensor subclasses and tensor-like objects are refused); pass torch.as_tensor(x) or x.detach()."
         )
-    if x.layout != torch.strided or x.is_quantized or x.device.type == "meta":
-        raise BlackBoxQueryError(f"A black box answers dense tensors with values, not a {x.layout} / {x.device.type} tensor.")
+    if x.layout != torch.strided or x.is_quantized or x.is_nested or x.device.type == "meta":
+        raise BlackBoxQueryError("A black box answers dense tensors holding values, not sparse, nested, quantized or meta tensors.")
     if not x.dtype.is_floating_point:
         raise BlackBoxQueryError(f"A black box answers floating-point inputs, not {x.dtype}; convert with x.float().")
     if x.dim() != 1 + len(input_shape) or tuple(x.shape[1:]) != tuple(input_shape):
@@ -228,11 +229,12 @@ class TargetCheck:
 
 
 class _Channel:
-    """The owner's end of the pipe: numbered requests, replies matched by number, liveness checked while waiting."""
+    """The owner's end of the pipe: numbered requests (one at a time), replies matched by number, liveness checked while waiting."""
 
     def __init__(self, conn: connection.Connection, process: subprocess.Popen, timeout: float) -> None:
         self.conn, self.process, self.timeout = conn, process, timeout
         self.ids = itertools.count(1)
+        self.lock = threading.Lock()
 
     def dead(self) -> BlackBoxServerError:
         try:
@@ -276,9 +278,10 @@ class _Channel:
             raise self.dead() from None
 
     def request(self, operation: int, dims: tuple[int, ...] = (), payload: bytes = b"") -> tuple[int, bytes]:
-        request_id = next(self.ids)
-        self.send(REQUEST.pack(MAGIC, operation, request_id, len(dims)) + struct.pack(f"<{len(dims)}I", *dims) + payload)
-        return self.receive(request_id, self.timeout)
+        with self.lock:
+            request_id = next(self.ids)
+            self.send(REQUEST.pack(MAGIC, operation, request_id, len(dims)) + struct.pack(f"<{len(dims)}I", *dims) + payload)
+            return self.receive(request_id, self.timeout)
 
     def stats(self) -> dict[str, Any]:
         return json.loads(self.request(STATS)[1])
