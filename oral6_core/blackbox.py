@@ -117,7 +117,7 @@ def check_query(x: Any, input_shape: tuple[int, ...]) -> Tensor:
     if type(x) is not torch.Tensor:
         raise BlackBoxQueryError(
             f"A black box answers plain torch.Tensor inputs only, not {type(x).__module__}.{type(x).__qualname__} "
-            "(tensor subclasses and tensor-like objects are refused); pass torch.as_tensor(x) or x.detach()."
+            "(tensor subclasses and tensor-like objects are refused); pass a plain tensor, e.g. p.detach() for an nn.Parameter p."
         )
     if x.layout != torch.strided or x.is_quantized or x.is_nested or x.device.type == "meta":
         raise BlackBoxQueryError("A black box answers dense tensors holding values, not sparse, nested, quantized or meta tensors.")
