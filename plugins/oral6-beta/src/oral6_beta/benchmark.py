@@ -39,13 +39,13 @@ PAIRS = {"printed-digits â†’ digits": ("printed-digits", "digits"), "shapes-a â†
 class BetaDigitsConfig(ComponentConfig):
     seeds: list[int] = Field([0, 1, 2], description="Seeds (source model, student initialisation, adaptation).")
     quick_seeds: list[int] = Field([0], description="Seeds in quick mode.")
-    cost_seeds: int = Field(1, ge=0, description="Seeds of the first pair that also adapt through an in-process box, to time the server against it.")
-    source_epochs: int = Field(15, ge=1, description="Epochs of source training (Adam, lr 2e-3).")
-    epochs: int = Field(10, ge=1, description="Adaptation epochs of distill, DINE and BETA (BETA's CLI default).")
-    finetune_epochs: int = Field(5, ge=0, description="Information-maximisation fine-tuning epochs of DINE and BETA (BETA's CLI default).")
+    cost_seeds: int = Field(3, ge=0, description="Seeds of the first pair that also adapt through an in-process box, to time the server against it.")
+    source_epochs: int = Field(30, ge=1, description="Epochs of source training (Adam, lr 2e-3).")
+    epochs: int = Field(20, ge=1, description="Adaptation epochs of distill, DINE and BETA.")
+    finetune_epochs: int = Field(10, ge=0, description="Information-maximisation fine-tuning epochs of DINE and BETA.")
     channels: list[int] = Field([16, 32], description="Channels of the cnn used as source model and student.")
     backbone_lr_scale: float = Field(1.0, gt=0, description="Backbone lr multiple (1: the students start from random weights, not ImageNet).")
-    per_class: int = Field(100, ge=5, description="Rendered source images per class (printed digits, shapes).")
+    per_class: int = Field(200, ge=5, description="Rendered source images per class (printed digits, shapes).")
     beta_options: dict[str, Any] = Field(default_factory=dict, description="Extra options for the beta adapter.")
 
 
