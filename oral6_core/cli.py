@@ -533,7 +533,7 @@ def bench_run(
 @app.command(rich_help_panel="Workflows")
 def adapt(
     adapter: str = typer.Option(..., "--adapter", "-a", help="Black-box adapter (see list-plugins)."),
-    source: str = typer.Option(..., "--source", help="Source-domain dataset the black box is trained on."),
+    source: Optional[str] = typer.Option(None, "--source", help="Source-domain dataset the black box is trained on (or give --source-checkpoint)."),
     target: str = typer.Option(..., "--target", help="Target-domain dataset (its labels are used only for the final score)."),
     model: str = typer.Option("cnn", "--model", "-m", help="Student model builder."),
     source_model: Optional[str] = typer.Option(None, "--source-model", help="Black-box model builder (default: --model)."),
@@ -546,20 +546,27 @@ def adapt(
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="adapter.OPTION=V, model.OPTION=V, source.OPTION=V or target.OPTION=V."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write adapt.json and student.pt (the adapted weights) here "
                                        "(default runs/<time>-adapt-<adapter>)."),
+    source_checkpoint: Optional[Path] = typer.Option(None, "--source-checkpoint", help="Serve this `oral6 train` checkpoint instead of training a source model (--source and the source options are then ignored)."),
+    query_budget: Optional[int] = typer.Option(None, "--query-budget", min=0, help="Most samples the black box answers; one more is an error."),
     loggers: Optional[list[str]] = LoggerOption,
     progress: bool = ProgressOption,
 ) -> None:
-    """Adapt a student to an unlabelled target domain through a black-box source model."""
+    """Adapt a student to an unlabelled target domain through a black-box source model served from its own process."""
     if mode not in ("topk", "probs", "label"):
         raise ConfigError(f"--blackbox-mode must be topk, probs or label, not {mode!r}.")
+    if source is None and source_checkpoint is None:
+        raise ConfigError("Name the black box's source: --source DATASET (trained here) or --source-checkpoint PATH.")
     spec, sets = logger_options(loggers, sets)
     options = parse_set_options(sets, ("adapter", "model", "source", "target"))
     out = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-adapt-{adapter}"
     config = {"adapter": adapter, "source": source, "target": target, "model": model, "source_model": source_model or model,
-              "source_epochs": source_epochs, "source_lr": source_lr, "blackbox_mode": mode, "k": k, "seed": seed, "options": options}
+              "source_epochs": source_epochs, "source_lr": source_lr,
+              "source_checkpoint": None if source_checkpoint is None else str(source_checkpoint),
+              "blackbox_mode": mode, "k": k, "query_budget": query_budget, "seed": seed, "options": options}
     with shown(progress):
         report = run_tracked(spec, out, "adapt", config, lambda logs: workflows.adapt(
-            adapter, source, target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device, options, out))
+            adapter, source or "", target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device, options, out,
+            source_checkpoint, query_budget))
     _print_pairs("Black-box adaptation", report)
 
 

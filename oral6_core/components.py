@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
 import torch
 from torch import Tensor, nn
 
+from .blackbox import BlackBox, BlackBoxMode  # noqa: F401  (plugins import both from here)
 from .config import ComponentConfig
 
 if TYPE_CHECKING:
@@ -262,8 +263,12 @@ class Predictor(Component):
 class Adapter(Component):
     """Adapts a student to an unlabelled target domain using only a black-box source model."""
 
-    def adapt(self, black_box: "BlackBox", target_data: torch.utils.data.Dataset, student: nn.Module) -> nn.Module:
-        """``target_data`` yields ``Batch``-able items with ``y`` set to -1 (no labels)."""
+    def adapt(self, black_box: BlackBox, target_data: torch.utils.data.Dataset, student: nn.Module) -> nn.Module:
+        """``target_data`` yields ``Batch``-able items with ``y`` set to -1 (no labels).
+
+        ``black_box`` answers queries only (``oral6_core.blackbox``); under ``oral6 adapt`` the source
+        model lives in another process and the count of samples sent is the server's.
+        """
         raise NotImplementedError
 
 
@@ -350,76 +355,3 @@ class Benchmark(Component):
 
     def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
         raise NotImplementedError
-
-
-# --------------------------------------------------------------------------- black box
-
-
-BlackBoxMode = Literal["probs", "topk", "label"]
-
-
-class BlackBox:
-    """A source model behind an API: outputs only, no parameters, no gradients; counts queries.
-
-    Modes: ``probs`` (the full softmax), ``topk`` (the k largest probabilities, the rest zero;
-    k=1 is "top-1 label and its confidence"), ``label`` (one-hot top-1 label).
-    """
-
-    __slots__ = ("_forward", "_mode", "_k", "_queries", "num_classes")
-
-    def __init__(self, model: nn.Module, num_classes: int, mode: BlackBoxMode = "topk", k: int = 1) -> None:
-        if mode not in ("probs", "topk", "label"):
-            raise ValueError(f"Unknown black-box mode {mode!r}; use probs, topk or label.")
-        model = model.eval()
-        device = next(iter(model.parameters()), torch.empty(0)).device
-
-        @torch.no_grad()
-        def forward(x: Tensor) -> Tensor:
-            return model(x.to(device)).float().softmax(-1).to(x.device)
-
-        object.__setattr__(self, "_forward", forward)
-        object.__setattr__(self, "_mode", mode)
-        object.__setattr__(self, "_k", k)
-        object.__setattr__(self, "_queries", 0)
-        object.__setattr__(self, "num_classes", num_classes)
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    @property
-    def queries(self) -> int:
-        """Number of samples sent so far."""
-        return self._queries
-
-    def __call__(self, x: Tensor) -> Tensor:
-        """Query a batch; returns an ``[N, num_classes]`` tensor on ``x``'s device, shaped by the mode, without grad."""
-        probs = self._forward(x.detach())
-        object.__setattr__(self, "_queries", self._queries + x.shape[0])
-        if self._mode == "probs":
-            return probs
-        k = 1 if self._mode == "label" else self._k
-        values, indices = probs.topk(k, dim=-1)
-        if self._mode == "label":
-            values = torch.ones_like(values)
-        return torch.zeros_like(probs).scatter_(-1, indices, values)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("A BlackBox is read-only.")
-
-    def __getattr__(self, name: str) -> Any:
-        from .errors import BlackBoxAccessError
-
-        raise BlackBoxAccessError(
-            f"A BlackBox exposes only its outputs (call it on inputs); {name!r} is not available."
-        )
-
-    def parameters(self) -> Any:
-        from .errors import BlackBoxAccessError
-
-        raise BlackBoxAccessError("A BlackBox hides its parameters and gradients; only its outputs can be queried.")
-
-    def __reduce__(self) -> Any:
-        from .errors import BlackBoxAccessError
-
-        raise BlackBoxAccessError("A BlackBox cannot be pickled or copied: that would expose the model.")

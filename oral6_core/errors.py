@@ -53,3 +53,15 @@ class RunInterrupted(Oral6Error):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class BlackBoxQueryError(Oral6Error, ValueError):
+    """A query a black box refuses: not a plain dense floating tensor, or the wrong shape."""
+
+
+class BlackBoxBudgetError(Oral6Error):
+    """A query beyond the black box's query budget."""
+
+
+class BlackBoxServerError(Oral6Error, RuntimeError):
+    """The black-box server crashed, stopped or did not answer in time."""

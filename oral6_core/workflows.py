@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 
 from . import registry
-from .components import BlackBox, SearchTask
+from .blackbox import BlackBoxServer, SourceSpec, target_check
+from .components import SearchTask
 from .config import RESUMABLE, RunConfig, TrainConfig, check_resume, validate_config
 from .data import ArrayDataset, DataBundle
 from .errors import CheckpointError, ConfigError, DataError, ShapeError
@@ -18,7 +19,7 @@ from .io import save_torch
 from .metrics import evaluate
 from .progress import Progress
 from .rundir import check_writable, record, resolved
-from .training import CHECKPOINT, build_model, fit, load_trained_model, resolve_device, seed_everything
+from .training import CHECKPOINT, build_model, load_trained_model, resolve_device, seed_everything
 
 
 def resumable_run(run_dir: Path, names: dict[str, Any] | None = None, options: dict[str, dict[str, Any]] | None = None,
@@ -52,47 +53,46 @@ def _outputs(bundle: DataBundle) -> int:
 
 
 def adapt(adapter_name: str, source: str, target: str, model: str, source_model: str, source_epochs: int, source_lr: float,
-          mode: str, k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None) -> dict[str, Any]:
-    """Train a source model, hide it behind a ``BlackBox``, adapt a student on unlabelled target data."""
+          mode: str, k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None,
+          source_checkpoint: Path | None = None, query_budget: int | None = None) -> dict[str, Any]:
+    """Serve a source model from its own process (trained there, or loaded from ``source_checkpoint``); adapt a student through it.
+
+    This process never holds the source model, its weights or the source data: only the
+    server's answers, its accuracy report and its query count.
+    """
     if out is not None:
         check_writable(out)
     seed_everything(seed)
     adapter = registry.create("adapter", adapter_name, options.get("adapter"))
-    src = _load_bundle(source, options.get("source"), seed)
     tgt = _load_bundle(target, options.get("target"), seed)
-    if src.input_shape != tgt.input_shape or src.num_classes != tgt.num_classes:
-        raise ShapeError(
-            f"Source {source!r} gives inputs {src.input_shape} with {src.num_classes} classes, target {target!r} "
-            f"gives {tgt.input_shape} with {tgt.num_classes}: a black box trained on one cannot label the other."
-        )
     if not isinstance(tgt.train, ArrayDataset):
         raise DataError(f"Target dataset {target!r} must be held in memory (an ArrayDataset) to hide its labels.")
-    src_net = build_model(RunConfig(model=source_model, dataset=source, options={"model": options.get("model", {})}), src)
-    with Progress(f"adapt {adapter_name}", total=2) as progress:
-        trained = fit(src_net, src, registry.create("optimizer", "adam", {"lr": source_lr}),
-                      TrainConfig(epochs=source_epochs, seed=seed, device=device, checkpoint=False)).model
-        dev = resolve_device(device)
-        black_box = BlackBox(trained, src.num_classes, mode=mode, k=k)  # type: ignore[arg-type]
-        source_on_target = evaluate(trained, tgt.test, tgt.task, dev)["accuracy"]  # type: ignore[arg-type]
-        progress.stage("source model trained", 1, source_accuracy_on_target=source_on_target)
+    spec = SourceSpec(source, dict(options.get("source") or {}), source_model, dict(options.get("model") or {}), source_epochs,
+                      source_lr, seed, device, None if source_checkpoint is None else str(source_checkpoint))
+    dev = resolve_device(device)
+    with Progress(f"adapt {adapter_name}", total=2) as progress, BlackBoxServer(spec, mode, k, query_budget, target_check(tgt)) as server:
+        progress.stage("black box ready", 1, source_accuracy_on_target=server.report["source_accuracy_on_target"])
         seed_everything(seed)
         student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
         started = time.perf_counter()
-        student = adapter.adapt(black_box, tgt.train.without_labels(), student)
-        queries, seconds = black_box.queries, time.perf_counter() - started
-        progress.stage("student adapted", 2, black_box_queries=queries, seconds=seconds)
+        student = adapter.adapt(server.client, tgt.train.without_labels(), student)
+        seconds = time.perf_counter() - started
+        adapted = evaluate(student, tgt.test, tgt.task, dev)["accuracy"]  # type: ignore[arg-type]
+        queries = server.queries
+        progress.stage("student adapted", 2, black_box_queries=queries, adapted_accuracy_on_target=adapted)
     report = {
-        "adapter": adapter_name, "source": source, "target": target,
-        "source_accuracy_on_source": evaluate(trained, src.test, src.task, dev)["accuracy"],  # type: ignore[arg-type]
-        "source_accuracy_on_target": source_on_target,
-        "adapted_accuracy_on_target": evaluate(student, tgt.test, tgt.task, dev)["accuracy"],  # type: ignore[arg-type]
+        "adapter": adapter_name, "source": server.report["source"], "target": target,
+        "source_accuracy_on_source": server.report["source_accuracy_on_source"],
+        "source_accuracy_on_target": server.report["source_accuracy_on_target"],
+        "adapted_accuracy_on_target": adapted,
         "black_box_queries": queries, "black_box_mode": mode, "adapt_seconds": seconds,
     }
     if out is not None:
         save_torch({"model": student.state_dict(), "adapter": adapter_name,
                     "run": {"model": model, "dataset": target, "options": {"model": options.get("model", {})}}}, out / "student.pt")
         used = {"adapter": resolved(adapter), "model": model, "source_model": source_model, "source_epochs": source_epochs,
-                "source_lr": source_lr, "blackbox_mode": mode, "k": k, "device": device, "set": options}
+                "source_lr": source_lr, "source_checkpoint": None if source_checkpoint is None else str(source_checkpoint),
+                "blackbox_mode": mode, "k": k, "query_budget": query_budget, "device": device, "set": options}
         record(out / "adapt.json", "adapt", report, used, seed, {"student": "student.pt"})
     return report
 

@@ -1,4 +1,7 @@
-"""Adapters: they see no target labels, reach the source model only through the BlackBox, and improve on it."""
+"""Adapters: they see no target labels, reach the source model only through the BlackBox, and improve on it.
+
+Algorithm tests use an in-process box on a toy pair; every adapter also runs through a real server.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ import pytest
 import torch
 
 from oral6_core import registry
-from oral6_core.components import BlackBox, Task
+from oral6_core.blackbox import BlackBoxServer, InProcessBlackBox, SourceSpec
+from oral6_core.components import Task
 from oral6_core.config import TrainConfig
 from oral6_core.data import ArrayDataset, DataBundle
 from oral6_core.errors import BlackBoxAccessError, DataError
@@ -52,7 +56,7 @@ def trained_pair() -> tuple[DataBundle, torch.nn.Module, float]:
 
 def test_black_box_refuses_parameter_and_gradient_access_and_counts_queries(trained_pair) -> None:
     _, model, _ = trained_pair
-    box = BlackBox(model, 3)
+    box = InProcessBlackBox(model, 3, (8,))
     with pytest.raises(BlackBoxAccessError):
         box.parameters()
     with pytest.raises(BlackBoxAccessError):
@@ -70,7 +74,7 @@ def test_adapters_refuse_labelled_target_data(trained_pair, name: str) -> None:
     target, model, _ = trained_pair
     adapter = registry.create("adapter", name, FAST[name])
     with pytest.raises(DataError, match="without_labels"):
-        adapter.adapt(BlackBox(model, 3), target.train, MLP(8, 3, (32,)))
+        adapter.adapt(InProcessBlackBox(model, 3, (8,)), target.train, MLP(8, 3, (32,)))
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
@@ -78,7 +82,7 @@ def test_adapters_use_only_unlabelled_inputs_and_count_queries(trained_pair, nam
     target, model, _ = trained_pair
     unlabelled = target.train.without_labels()
     assert (unlabelled.y == -1).all()
-    box = BlackBox(model, 3)
+    box = InProcessBlackBox(model, 3, (8,))
     seed_everything(0)
     student = registry.create("adapter", name, FAST[name]).adapt(box, unlabelled, MLP(8, 3, (32,)))
     expected = 0 if name == "source-only" else len(unlabelled)
@@ -88,7 +92,7 @@ def test_adapters_use_only_unlabelled_inputs_and_count_queries(trained_pair, nam
 
 def test_source_only_predicts_like_the_black_box(trained_pair) -> None:
     target, model, source_accuracy = trained_pair
-    box = BlackBox(model, 3)
+    box = InProcessBlackBox(model, 3, (8,))
     predictor = registry.create("adapter", "source-only").adapt(box, target.train.without_labels(), MLP(8, 3))
     assert evaluate(predictor, target.test, target.task)["accuracy"] == pytest.approx(source_accuracy)
     assert box.queries == len(target.test)
@@ -100,7 +104,7 @@ def test_adaptation_improves_target_accuracy_over_the_source_model(trained_pair,
     target, model, source_accuracy = trained_pair
     seed_everything(0)
     adapted = registry.create("adapter", name, {**options, "backbone_lr_scale": 1.0}).adapt(
-        BlackBox(model, 3), target.train.without_labels(), MLP(8, 3, (32,)))
+        InProcessBlackBox(model, 3, (8,)), target.train.without_labels(), MLP(8, 3, (32,)))
     assert evaluate(adapted, target.test, target.task)["accuracy"] > source_accuracy + 0.03
 
 
@@ -108,7 +112,7 @@ def test_beta_trains_two_different_networks_and_records_divisions(trained_pair) 
     target, model, _ = trained_pair
     adapter = registry.create("adapter", "beta", {"epochs": 2, "bottleneck_dim": 16, "division": "own", "finetune_epochs": 0})
     seed_everything(0)
-    twins = adapter.adapt(BlackBox(model, 3), target.train.without_labels(), MLP(8, 3, (32,)))
+    twins = adapter.adapt(InProcessBlackBox(model, 3, (8,)), target.train.without_labels(), MLP(8, 3, (32,)))
     assert isinstance(twins, TwinNetworks) and isinstance(adapter, BETAAdapter)
     first, second = (list(net.parameters())[0] for net in twins.nets)
     assert not torch.allclose(first, second)
@@ -139,7 +143,7 @@ def test_beta_discriminator_is_optimised_only_when_alignment_is_on(trained_pair,
         seed_everything(0)
         adapter = registry.create("adapter", "beta", {"epochs": 2, "bottleneck_dim": 16, "lambda_t": lambda_t, "tau": 0.5,
                                                      "finetune_epochs": 0})
-        adapter.adapt(BlackBox(model, 3), target.train.without_labels(), MLP(8, 3, (32,)))
+        adapter.adapt(InProcessBlackBox(model, 3, (8,)), target.train.without_labels(), MLP(8, 3, (32,)))
         assert len(created) == 2, "one discriminator per network"
         moved[lambda_t] = [not torch.equal(torch.cat([p.detach().flatten() for p in d.parameters()]), start)
                            for d, start in created]
@@ -159,6 +163,33 @@ def test_beta_reference_switches_run_and_skip_the_hard_subdomain_loss(trained_pa
         mse_calls.clear()
         seed_everything(0)
         adapter = registry.create("adapter", "beta", {**options, "lambda_u": lambda_u, "lambda_t": 0.0, "division": "own"})
-        adapted = adapter.adapt(BlackBox(model, 3), target.train.without_labels(), MLP(8, 3, (32,)))
+        adapted = adapter.adapt(InProcessBlackBox(model, 3, (8,)), target.train.without_labels(), MLP(8, 3, (32,)))
         assert torch.isfinite(adapted(torch.randn(4, 8))).all()
         assert bool(mse_calls) == expect_mse
+
+
+@pytest.fixture(scope="module")
+def served_digits():
+    """One black-box server (an MLP trained one epoch on digits, top-1) and 200 unlabelled digits for every adapter."""
+    torch.set_num_threads(1)
+    bundle = registry.create("dataset", "digits").load(0)
+    target = bundle.train.subset(torch.arange(200)).without_labels()
+    with BlackBoxServer(SourceSpec("digits", {}, "mlp", {"hidden": [32]}, epochs=1)) as server:
+        yield server, target, bundle
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_every_adapter_runs_through_the_black_box_server(served_digits, name: str) -> None:
+    server, target, bundle = served_digits
+    before = server.queries
+    seed_everything(0)
+    student = MLP(64, 10, (32,))
+    adapted = registry.create("adapter", name, {**FAST[name], "bottleneck_dim": 16} if name != "source-only" else {}).adapt(
+        server.client, target, student)
+    assert server.queries - before == (0 if name == "source-only" else len(target)), "the server counts every sample once"
+    x = bundle.test.x[:50]
+    outputs = adapted(x)
+    assert outputs.shape == (50, 10) and torch.isfinite(outputs).all()
+    if name == "source-only":
+        assert torch.equal(outputs.argmax(1), server.client(x).argmax(1))
+        assert server.queries - before == 100

@@ -21,7 +21,9 @@ def test_benchmark_quick_mode_writes_its_files_and_rows(tmp_path: Path) -> None:
     methods = {(r["pair"], r["method"]) for r in result.rows if r["table"] == "accuracy"}
     assert len(methods) == 8
     assert len([r for r in result.rows if r["table"] == "division"]) == 2
-    assert "beta" in result.markdown and len(result.claims) == 8
+    assert len([r for r in result.rows if r["table"] == "cost"]) == 5, "four adapters and their total, server vs in-process"
+    assert "beta" in result.markdown and len(result.claims) == 10
+    assert result.claims["the server and the in-process box give the same adapted accuracy"]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["quick"] is True and len(saved["rows"]) == len(result.rows)
 

@@ -1,10 +1,12 @@
 """Benchmark beta-digits: source-only vs distill vs DINE vs BETA on two offline domain pairs.
 
-For each pair and seed a source CNN is trained on the source domain with the core's ``fit``, hidden
-behind a top-1 ``BlackBox``, and every adapter adapts a fresh student (same initialisation) on the
-unlabelled target training split; accuracy is measured on the labelled target test split. BETA's
-divisions are scored against the true target labels afterwards: the precision of the black-box
-labels inside the easy subdomain versus over the whole target set.
+For each pair and seed a ``BlackBoxServer`` trains a source CNN on the source domain in its own
+process and answers top-1 queries; every adapter adapts a fresh student (same initialisation) on
+the unlabelled target training split through it, and accuracy is measured on the labelled target
+test split. BETA's divisions are scored against the true target labels afterwards: the precision
+of the black-box labels inside the easy subdomain versus over the whole target set. On the first
+pair the adapters run once more through an in-process box holding the same source model, to
+time the server against it.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from pydantic import Field
 
 from oral6_core import registry
 from oral6_core.bench import markdown_table, mean_std, new_figure, save_figure
-from oral6_core.components import Benchmark, BenchResult, BlackBox
-from oral6_core.config import ComponentConfig, TrainConfig
+from oral6_core.blackbox import BlackBoxServer, InProcessBlackBox, SourceSpec, TargetCheck
+from oral6_core.blackbox_server import build_source
+from oral6_core.components import Adapter, Benchmark, BenchResult, BlackBox
+from oral6_core.config import ComponentConfig
 from oral6_core.data import DataBundle
 from oral6_core.metrics import evaluate
-from oral6_core.training import fit, seed_everything
+from oral6_core.training import seed_everything
 
+from .augment import Views
 from .beta import BETAAdapter
 
 ADAPTERS = ("source-only", "distill", "dine", "beta")
@@ -34,6 +39,7 @@ PAIRS = {"printed-digits → digits": ("printed-digits", "digits"), "shapes-a �
 class BetaDigitsConfig(ComponentConfig):
     seeds: list[int] = Field([0, 1, 2], description="Seeds (source model, student initialisation, adaptation).")
     quick_seeds: list[int] = Field([0], description="Seeds in quick mode.")
+    cost_seeds: int = Field(3, ge=0, description="Seeds of the first pair that also adapt through an in-process box, to time the server against it.")
     source_epochs: int = Field(30, ge=1, description="Epochs of source training (Adam, lr 2e-3).")
     epochs: int = Field(20, ge=1, description="Adaptation epochs of distill, DINE and BETA.")
     finetune_epochs: int = Field(10, ge=0, description="Information-maximisation fine-tuning epochs of DINE and BETA.")
@@ -53,58 +59,80 @@ class BetaDigitsBenchmark(Benchmark):
     def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
         c: BetaDigitsConfig = self.config  # type: ignore[assignment]
         torch.set_num_threads(1)
+        _warm_up()
         seeds = c.quick_seeds if quick else c.seeds
         results: list[dict[str, Any]] = []
         divisions: list[dict[str, Any]] = []
-        for pair, (source, target) in PAIRS.items():
-            for seed in seeds:
-                runs, division = self._run_pair(pair, source, target, seed, quick)
+        costs: list[dict[str, Any]] = []
+        for p, (pair, (source, target)) in enumerate(PAIRS.items()):
+            for s, seed in enumerate(seeds):
+                runs, division, cost = self._run_pair(pair, source, target, seed, quick, compare=p == 0 and s < c.cost_seeds)
                 results += runs
                 divisions.append(division)
-        rows = _accuracy_rows(results) + _division_rows(divisions)
+                costs += cost
+        rows = _accuracy_rows(results) + _division_rows(divisions) + _cost_rows(costs)
         markdown = (markdown_table([r for r in rows if r["table"] == "accuracy"], ["pair", "method", "target accuracy %", "queries", "time × distill"])
                     + "\n" + markdown_table([r for r in rows if r["table"] == "division"],
-                                            ["pair", "easy share % (first)", "easy precision % (first)", "easy precision % (last)", "whole precision %"]))
-        claims = _claims(results, divisions)
+                                            ["pair", "easy share % (first)", "easy precision % (first)", "easy precision % (last)", "whole precision %"])
+                    + "\n" + COST_CAPTION + markdown_table([r for r in rows if r["table"] == "cost"],
+                                                           ["pair", "method", "in-process s", "server s", "server ÷ in-process", "same accuracy"]))
+        claims = {**_claims(results, divisions), **_cost_claims(costs)}
         files = [_plot_accuracy(results, out_dir / "accuracy.png"), _plot_division(divisions, out_dir / "division.png")]
         mode = f"{len(seeds)} seed(s), mean ± std over seeds; quick mode" if quick else f"{len(seeds)} seeds, mean ± std"
         markdown = f"Target-domain accuracy ({mode}); black box = top-1 label + confidence.\n\n" + markdown
         return BenchResult(rows, markdown, files, claims)
 
-    def _run_pair(self, pair: str, source: str, target: str, seed: int, quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def _run_pair(self, pair: str, source: str, target: str, seed: int, quick: bool, compare: bool
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+        """Every adapter through one black-box server; with ``compare``, again through an in-process box (the cost baseline)."""
         c: BetaDigitsConfig = self.config  # type: ignore[assignment]
         per_class = 20 if quick else c.per_class
-        src = registry.create("dataset", source, {"per_class": per_class}).load(seed)
         tgt_options = {"per_class": per_class} if target != "digits" else None
         tgt = registry.create("dataset", target, tgt_options).load(seed)
         if quick:
             tgt.train = tgt.train.subset(torch.arange(min(len(tgt.train), 160)))  # type: ignore[union-attr, arg-type]
-        seed_everything(seed)
-        builder = registry.create("model", "cnn", {"channels": c.channels})
-        source_net = builder.build(src.input_shape, src.num_classes)
-        train = TrainConfig(epochs=1 if quick else c.source_epochs, seed=seed, device="cpu", progress=False, checkpoint=False)
-        fit(source_net, src, registry.create("optimizer", "adam", {"lr": 2e-3}), train)
+        spec = SourceSpec(source, {"per_class": per_class}, "cnn", {"channels": c.channels}, 1 if quick else c.source_epochs, 2e-3, seed)
         epochs = 1 if quick else c.epochs
         common = {"epochs": epochs, "backbone_lr_scale": c.backbone_lr_scale, "seed": seed}
         options: dict[str, dict[str, Any]] = {
             "source-only": {}, "distill": common, "dine": {**common, "finetune_epochs": 1 if quick else c.finetune_epochs},
             "beta": {**common, "finetune_epochs": 1 if quick else c.finetune_epochs, **c.beta_options},
         }
-        runs, division = [], {}
-        for name in ADAPTERS:
-            adapter = registry.create("adapter", name, options[name])
-            black_box = BlackBox(source_net, src.num_classes)
-            seed_everything(seed)
-            student = builder.build(tgt.input_shape, tgt.num_classes)
-            started = time.perf_counter()
-            adapted = adapter.adapt(black_box, tgt.train.without_labels(), student)  # type: ignore[union-attr]
-            seconds = time.perf_counter() - started
-            accuracy = evaluate(adapted, tgt.test, tgt.task)["accuracy"]  # type: ignore[arg-type]
-            queries = black_box.queries
-            runs.append({"pair": pair, "method": name, "seed": seed, "accuracy": accuracy, "queries": queries, "seconds": seconds})
-            if isinstance(adapter, BETAAdapter):
-                division = _division_precision(adapter, tgt, pair, seed)
-        return runs, division
+        runs, division, costs = [], {}, []
+        with BlackBoxServer(spec, "topk", 1, target=TargetCheck(tgt.name, tgt.input_shape, tgt.num_classes)) as server:
+            for name in ADAPTERS:
+                before = server.queries
+                adapter, accuracy, seconds = _adapt(name, options[name], server.client, tgt, seed, c.channels)
+                runs.append({"pair": pair, "method": name, "seed": seed, "accuracy": accuracy,
+                             "queries": server.queries - before, "seconds": seconds})
+                if isinstance(adapter, BETAAdapter):
+                    division = _division_precision(adapter, tgt, pair, seed)
+        if compare:
+            model, src, _ = build_source(spec)
+            for run in runs:
+                box = InProcessBlackBox(model, src.num_classes, src.input_shape)
+                _, accuracy, seconds = _adapt(run["method"], options[run["method"]], box, tgt, seed, c.channels)
+                costs.append({"pair": pair, "method": run["method"], "seed": seed, "server_seconds": run["seconds"],
+                              "in_process_seconds": seconds, "same_accuracy": accuracy == run["accuracy"]})
+        return runs, division, costs
+
+
+def _warm_up() -> None:
+    """Import what the adapters import lazily, so that no timed run pays for it."""
+    from sklearn.mixture import GaussianMixture  # noqa: F401
+
+    Views(True).strong(torch.zeros(8, 1, 8, 8))
+
+
+def _adapt(name: str, options: dict[str, Any], box: BlackBox, tgt: DataBundle, seed: int, channels: list[int]) -> tuple[Adapter, float, float]:
+    """Adapt a fresh student (same initialisation for every adapter); its target accuracy and the seconds to adapt and predict."""
+    adapter = registry.create("adapter", name, options)
+    seed_everything(seed)
+    student = registry.create("model", "cnn", {"channels": channels}).build(tgt.input_shape, tgt.num_classes)
+    started = time.perf_counter()
+    adapted = adapter.adapt(box, tgt.train.without_labels(), student)  # type: ignore[union-attr]
+    accuracy = evaluate(adapted, tgt.test, tgt.task)["accuracy"]  # type: ignore[arg-type]
+    return adapter, accuracy, time.perf_counter() - started
 
 
 def _division_precision(adapter: BETAAdapter, tgt: DataBundle, pair: str, seed: int) -> dict[str, Any]:
@@ -151,6 +179,36 @@ def _division_rows(divisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "easy_first_mean": _mean([d["curve"][0]["easy_precision"] for d in found]),
                      "whole_mean": _mean([d["whole_precision"] for d in found])})
     return rows
+
+
+COST_CAPTION = ("Cost of the server: every adapter again on the first pair through an in-process box holding the same "
+                "source model (seconds to adapt and predict on the target test split, same process, back to back).\n\n")
+MAX_SERVER_COST = 1.5
+
+
+def _cost_rows(costs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name in ADAPTERS:
+        runs = [r for r in costs if r["method"] == name]
+        if runs:
+            local, served = _mean([r["in_process_seconds"] for r in runs]), _mean([r["server_seconds"] for r in runs])
+            rows.append({"table": "cost", "pair": runs[0]["pair"], "method": name, "in-process s": f"{local:.2f}",
+                         "server s": f"{served:.2f}", "server ÷ in-process": f"{served / local:.2f}",
+                         "same accuracy": "yes" if all(r["same_accuracy"] for r in runs) else "no"})
+    if costs:
+        local, served = sum(r["in_process_seconds"] for r in costs), sum(r["server_seconds"] for r in costs)
+        rows.append({"table": "cost", "pair": costs[0]["pair"], "method": "all four, seeds summed", "in-process s": f"{local:.2f}",
+                     "server s": f"{served:.2f}", "server ÷ in-process": f"{served / local:.2f}",
+                     "same accuracy": "yes" if all(r["same_accuracy"] for r in costs) else "no"})
+    return rows
+
+
+def _cost_claims(costs: list[dict[str, Any]]) -> dict[str, bool]:
+    if not costs:
+        return {}
+    ratio = sum(r["server_seconds"] for r in costs) / sum(r["in_process_seconds"] for r in costs)
+    return {f"adapting through the server costs at most {MAX_SERVER_COST}× the in-process box (all four adapters)": ratio <= MAX_SERVER_COST,
+            "the server and the in-process box give the same adapted accuracy": all(r["same_accuracy"] for r in costs)}
 
 
 def _claims(results: list[dict[str, Any]], divisions: list[dict[str, Any]]) -> dict[str, bool]:

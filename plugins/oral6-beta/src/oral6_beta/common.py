@@ -25,13 +25,13 @@ class TrainingConfig(ComponentConfig):
     epochs: int = Field(20, ge=1, description="Passes over the target set.")
     batch_size: int = Field(64, ge=2, description="Minibatch size.")
     lr: float = Field(0.01, gt=0, description="Learning rate of the bottleneck and classifier.")
-    backbone_lr_scale: float = Field(0.1, gt=0, description="Backbone learning rate as a multiple of lr.")
+    backbone_lr_scale: float = Field(1.0, gt=0, description="Backbone learning rate as a multiple of lr (1: students start from random weights; the papers use 0.1 with ImageNet backbones).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov).")
     weight_decay: float = Field(1e-3, ge=0, description="SGD weight decay.")
     bottleneck_dim: int = Field(256, ge=1, description="Width of the bottleneck (Linear → BatchNorm) before the classifier.")
     topk: int = Field(1, ge=1, description="Black-box classes kept by adaptive label smoothing; the rest share 1 − Σ top-k.")
     augment: bool = Field(True, description="Train on randomly shifted (weak) views of the target images.")
-    query_batch_size: int = Field(256, ge=1, description="Samples per black-box query.")
+    query_batch_size: int = Field(1024, ge=1, description="Samples per black-box query (one request each).")
     seed: int = Field(0, description="Seed of shuffling, augmentation, mixup and the twin network's initialisation.")
 
 

@@ -59,3 +59,34 @@ class ShapesB(DatasetSource):
     def load(self, seed: int = 0) -> DataBundle:
         x, y = drawn_shapes("b", self.config.per_class, self.config.render_seed + 1)
         return _bundle(self.name, x, y, len(SHAPES), self.config)
+
+
+class NoisyDigitsConfig(ComponentConfig):
+    sigma: float = Field(0.25, ge=0, description="Standard deviation of the additive Gaussian noise (pixels in [0, 1]).")
+    salt_pepper: float = Field(0.04, ge=0, le=1, description="Share of pixels set to 0 or 1 at random.")
+    noise_seed: int = Field(0, description="Seed of the noise.")
+
+
+class NoisyDigits(DatasetSource):
+    """sklearn's digits with Gaussian noise and salt-and-pepper pixels, clipped to [0, 1] (same splits as `digits`)."""
+
+    name = "noisy-digits"
+    Config = NoisyDigitsConfig
+
+    def load(self, seed: int = 0) -> DataBundle:
+        import torch
+
+        from oral6_core import registry
+
+        c: NoisyDigitsConfig = self.config  # type: ignore[assignment]
+        clean = registry.create("dataset", "digits").load(seed)
+        generator = torch.Generator().manual_seed(c.noise_seed)
+
+        def corrupt(split: ArrayDataset) -> ArrayDataset:
+            x = split.x + c.sigma * torch.randn(split.x.shape, generator=generator)
+            hit = torch.rand(x.shape, generator=generator) < c.salt_pepper
+            x = torch.where(hit, (torch.rand(x.shape, generator=generator) < 0.5).float(), x)
+            return ArrayDataset(x.clamp(0, 1), split.y)
+
+        return DataBundle(self.name, corrupt(clean.train), None if clean.val is None else corrupt(clean.val),  # type: ignore[arg-type]
+                          corrupt(clean.test), clean.task)  # type: ignore[arg-type]

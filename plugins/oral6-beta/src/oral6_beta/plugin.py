@@ -1,4 +1,4 @@
-"""Hook implementations of the BETA plugin: four adapters, three datasets and one benchmark."""
+"""Hook implementations of the BETA plugin: four adapters, four datasets and one benchmark."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from oral6_core.hookspecs import hookimpl
 from .baselines import DistillAdapter, SourceOnlyAdapter
 from .benchmark import BetaDigitsBenchmark
 from .beta import BETAAdapter
-from .datasets import PrintedDigits, ShapesA, ShapesB
+from .datasets import NoisyDigits, PrintedDigits, ShapesA, ShapesB
 from .dine import DINEAdapter
 
 
@@ -18,7 +18,7 @@ def oral6_adapters():
 
 @hookimpl
 def oral6_datasets():
-    return [PrintedDigits, ShapesA, ShapesB]
+    return [PrintedDigits, ShapesA, ShapesB, NoisyDigits]
 
 
 @hookimpl
