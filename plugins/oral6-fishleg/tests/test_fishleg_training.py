@@ -29,7 +29,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def test_core_training_loop_on_digits_learns_well_above_chance():
-    run = RunConfig(optimizer="fishleg", options={"optimizer": {"lr": 0.1, "sgd_lr": 0.05}},
+    run = RunConfig(optimizer="fishleg",
                     train=TrainConfig(epochs=2, progress=False, checkpoint=False, device="cpu"))
     result = train(run)
     assert result.history[-1]["test_accuracy"] > 0.5
@@ -46,7 +46,7 @@ def _cli(*args):
 
 
 def test_cli_train_with_fishleg_resumes_to_the_same_result(tmp_path):
-    common = ["--optimizer", "fishleg", "--set", "optimizer.aux_warmup=5", "--batch-size", "96", "--device", "cpu",
+    common = ["--optimizer", "fishleg", "--set", "optimizer.aux_every=5", "--batch-size", "96", "--device", "cpu",
               "--no-progress"]
     code, out = _cli("train", *common, "--epochs", "2", "--out", tmp_path / "straight")
     assert code == 0, out
@@ -105,7 +105,7 @@ def test_two_process_ddp_ranks_take_the_same_fishleg_steps(tmp_path):
     """Under torchrun each rank samples labels on its own shard; the averaged F̂z keeps λ and θ identical."""
     env = {**os.environ, "ORAL6_LOAD_PLUGINS": "fishleg", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "oral6_core", "train",
-           "--no-progress", "--optimizer", "fishleg", "--set", "optimizer.aux_warmup=5", "--batch-size", "146",
+           "--no-progress", "--optimizer", "fishleg", "--set", "optimizer.aux_every=5", "--batch-size", "146",
            "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "ddp")]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
