@@ -35,7 +35,6 @@ from .likelihoods import BernoulliLikelihood
 from .optimizer import FishLeg, FishLegConfig
 
 ENCODERS = {"digits": [64, 128, 64, 16], "curves": [256, 96, 48, 24, 6]}
-DIAGNOSTIC_ENCODER = [64, 16, 4]
 
 
 class SOAPConfig(ComponentConfig):
@@ -58,10 +57,11 @@ class FishLegAutoencoderConfig(ComponentConfig):
     datasets: list[Literal["digits", "curves"]] = Field(["digits", "curves"], description="Auto-encoder datasets.")
     batch_sizes: list[int] = Field([32, 256], description="Minibatch sizes to compare (the first is the small one).")
     epochs: int = Field(30, ge=1, description=(
-        "Epochs at the first batch size; a batch size b trains epochs·b/b₀ epochs, so all take the same number of steps."))
+        "Epochs at the first batch size; larger batches train proportionally more epochs, so all take the same number "
+        "of steps (to within one epoch)."))
     seeds: int = Field(3, ge=1, description="Fresh seeds (1, 2, ...) run with each optimizer's selected configuration.")
-    fishleg_lrs: list[float] = Field([0.01, 0.02, 0.05], description="FishLeg η grid.")
-    fishleg_init_scales: list[float] = Field([3.0, 10.0], description="FishLeg grid of the initial scale s, Q₀ = s·I.")
+    fishleg_lrs: list[float] = Field([0.02, 0.05], description="FishLeg η grid.")
+    fishleg_init_scales: list[float] = Field([3.0, 5.0, 10.0], description="FishLeg grid of the initial scale s, Q₀ = s·I.")
     adam_lrs: list[float] = Field([1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2], description="Adam learning-rate grid.")
     sgd_lrs: list[float] = Field([3e-3, 6e-3, 1e-2, 2e-2, 4e-2, 8e-2], description="SGD (momentum 0.9) learning-rate grid.")
     soap_lrs: list[float] = Field([1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2], description="SOAP learning-rate grid.")
@@ -69,14 +69,16 @@ class FishLegAutoencoderConfig(ComponentConfig):
     timing_steps: int = Field(400, ge=2, description="Steps of each optimizer timed for the step-time ratio.")
     diagnostic_steps: int = Field(600, ge=2, description="FishLeg steps tracked against the exact inverse Fisher.")
     diagnostic_seeds: int = Field(3, ge=1, description="Seeds of the inverse-Fisher diagnostics.")
+    diagnostic_encoder: list[int] = Field([64, 16, 4], description=(
+        "Widths (input to code) of the digits auto-encoder small enough for the exact Fisher in the diagnostics."))
     diagnostic_probe: int = Field(64, ge=1, description="Training images on which the diagnostics' exact Fisher is built.")
     device: Literal["cpu", "auto"] = Field("cpu", description="Where to train (auto: cuda when present).")
     threads: int = Field(1, ge=1, description="torch CPU threads (1 keeps timings stable on a shared machine).")
 
 
-QUICK = {"datasets": ["digits", "curves"], "epochs": 1, "seeds": 1, "fishleg_lrs": [0.02], "fishleg_init_scales": [10.0],
+QUICK = {"datasets": ["digits", "curves"], "batch_sizes": [32, 64], "epochs": 1, "seeds": 1, "fishleg_lrs": [0.02], "fishleg_init_scales": [10.0],
          "adam_lrs": [3e-3], "sgd_lrs": [1e-2], "soap_lrs": [3e-3], "curves_images": 200, "timing_steps": 40,
-         "diagnostic_steps": 8, "diagnostic_seeds": 1, "diagnostic_probe": 4}
+         "diagnostic_steps": 8, "diagnostic_seeds": 1, "diagnostic_probe": 8, "diagnostic_encoder": [64, 2]}
 COST_LIMITS = {32: 1.3, 256: 1.15}
 
 
@@ -103,11 +105,12 @@ class FishLegAutoencoderBenchmark(Benchmark):
         for dataset in c.datasets:
             bundle = autoencoder_bundle(dataset, c.curves_images)
             for batch in c.batch_sizes:
-                epochs = max(1, round(c.epochs * batch / c.batch_sizes[0]))
+                epochs = _equal_step_epochs(c.epochs, len(bundle.train), c.batch_sizes[0], batch)
                 for label, space in spaces.items():
                     rows.append(self._tune_and_repeat(c, bundle, dataset, batch, epochs, label, space))
         timing = _timing_rows(c)
-        diagnostics = _diagnostic_rows(c)
+        selected = {r["batch"]: r["params"] for r in rows if r["dataset"] == "digits" and r["optimizer"] == "fishleg"}
+        diagnostics = _diagnostic_rows(c, selected)
         claims, notes = _claims(rows, timing, c)
         files = [self._plot(rows, c, out_dir / "fishleg_autoencoder.png")]
         steps = {r["batch"]: r["steps"] for r in rows}
@@ -122,8 +125,8 @@ class FishLegAutoencoderBenchmark(Benchmark):
               "(forward, backward and update; FishLeg's λ update every k steps included):\n\n"
             + markdown_table(timing, ["batch", "adam ms/step", "fishleg plain step ×adam", "fishleg λ-update step ×adam",
                                       "fishleg amortised ×adam"], digits=2)
-            + f"\nLearned Q(λ) against the exact F_γ⁻¹ on a {'-'.join(map(str, DIAGNOSTIC_ENCODER))}-… digits "
-              f"auto-encoder (FishLeg defaults, mean over {c.diagnostic_seeds} seed(s); ḡ: the update direction; random: "
+            + f"\nLearned Q(λ) against the exact F_γ⁻¹ on a {'-'.join(map(str, c.diagnostic_encoder))}-… digits "
+              f"auto-encoder (FishLeg with the configuration selected on digits at each batch size, mean over {c.diagnostic_seeds} seed(s); ḡ: the update direction; random: "
               "8 fixed random directions; Q₀ = s·I for comparison; A − A*: the exact auxiliary loss above its minimum "
               "along ḡ):\n\n"
             + markdown_table(diagnostics, ["batch", "step", "ḡ rel. error", "ḡ cosine", "ḡ ‖Qu‖/‖F⁻¹u‖",
@@ -168,7 +171,7 @@ class FishLegAutoencoderBenchmark(Benchmark):
         finals = [h[-1]["test_loss"] for h in histories]
         return {
             "dataset": dataset, "batch": batch, "epochs": epochs, "steps": epochs * math.ceil(len(bundle.train) / batch),
-            "optimizer": label, "selected": ", ".join(f"{k}={v:g}" for k, v in best.items()),
+            "optimizer": label, "selected": ", ".join(f"{k}={v:g}" for k, v in best.items()), "params": best,
             "val loss": mean_std([h[-1]["val_loss"] for h in histories], 2), "test loss": mean_std(finals, 2),
             "test_losses": finals, "sec/epoch": statistics.mean(h[-1]["time"] / len(h) for h in histories),
             "test_loss_per_epoch": [statistics.mean(h[e]["test_loss"] for h in histories) for e in range(epochs)],
@@ -193,6 +196,11 @@ class FishLegAutoencoderBenchmark(Benchmark):
                 axes[r][col].set_ylabel(f"test NLL per image (mean of {c.seeds} seeds)")
                 axes[r][col].legend(fontsize=8)
         return save_figure(fig, path)
+
+
+def _equal_step_epochs(epochs: int, examples: int, first_batch: int, batch: int) -> int:
+    """Epochs at ``batch`` that take (to within one epoch) as many steps as ``epochs`` at ``first_batch``."""
+    return max(1, round(epochs * math.ceil(examples / first_batch) / math.ceil(examples / batch)))
 
 
 def _spaces(c: FishLegAutoencoderConfig) -> dict[str, tuple[Callable[[dict[str, Any]], OptimizerFactory], dict[str, list[float]]]]:
@@ -261,8 +269,11 @@ def _timed_step(opt: torch.optim.Optimizer, model: nn.Module, x: torch.Tensor, l
     return clock() - start
 
 
-def _diagnostic_rows(c: FishLegAutoencoderConfig) -> list[dict[str, Any]]:
-    """Q(λ) against the exact F_γ⁻¹ over training on a small digits auto-encoder, averaged over seeds."""
+def _diagnostic_rows(c: FishLegAutoencoderConfig, selected: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Q(λ) against the exact F_γ⁻¹ over training on a small digits auto-encoder, averaged over seeds.
+
+    FishLeg runs with the configuration its sweep selected on digits at the same batch size (defaults otherwise).
+    """
     device = resolve_device(c.device)
     x = autoencoder_bundle("digits").train.x.to(device)
     out = []
@@ -270,8 +281,9 @@ def _diagnostic_rows(c: FishLegAutoencoderConfig) -> list[dict[str, Any]]:
         runs = []
         for seed in range(c.diagnostic_seeds):
             torch.manual_seed(seed)
-            model = autoencoder(DIAGNOSTIC_ENCODER).to(device)
-            runs.append(track_inverse_fisher(model, BernoulliLikelihood(), x, x, steps=c.diagnostic_steps,
+            model = autoencoder(c.diagnostic_encoder).to(device)
+            config = FishLegConfig(**selected.get(batch, {}))
+            runs.append(track_inverse_fisher(model, BernoulliLikelihood(), x, x, config, steps=c.diagnostic_steps,
                                              batch_size=min(batch, len(x)), probe_size=c.diagnostic_probe,
                                              seed=seed))
         for rows in zip(*runs):

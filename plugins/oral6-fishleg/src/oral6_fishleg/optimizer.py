@@ -28,7 +28,7 @@ from .likelihoods import FishLikelihood, likelihood_for_task
 
 
 class FishLegConfig(ComponentConfig):
-    lr: float = Field(0.02, gt=0, description="η: step size of the natural-gradient update θ ← θ − η Q(λ) ḡ.")
+    lr: float = Field(0.05, gt=0, description="η: step size of the natural-gradient update θ ← θ − η Q(λ) ḡ.")
     init_scale: float | None = Field(None, gt=0, description=(
         "s: Q starts at s·I, so the first step is SGD with lr η·s (None: 1/γ, the damped inverse Fisher of a "
         "direction without curvature)."))
