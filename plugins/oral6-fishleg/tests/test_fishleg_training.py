@@ -90,11 +90,13 @@ def test_curves_images_and_autoencoder_shapes():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fishleg_runs_on_cuda_without_cpu_tensors():
+@pytest.mark.parametrize("fvp", ["fisher", "hvp", "antithetic"])
+def test_fishleg_runs_on_cuda_without_cpu_tensors(fvp):
     from oral6_fishleg import BernoulliLikelihood, FishLeg, FishLegConfig
+    from oral6_fishleg.diagnostics import track_inverse_fisher
 
     model = autoencoder([64, 32, 8]).cuda()
-    opt = FishLeg(model, BernoulliLikelihood(), FishLegConfig(aux_every=1))
+    opt = FishLeg(model, BernoulliLikelihood(), FishLegConfig(aux_every=1, fvp=fvp, aux_batch_size=8))
     x = torch.rand(16, 64, device="cuda")
     for _ in range(3):
         opt.observe(x)
@@ -102,7 +104,11 @@ def test_fishleg_runs_on_cuda_without_cpu_tensors():
         BernoulliLikelihood().nll(model(x), x).backward()
         opt.step()
     assert all(t.is_cuda for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+    assert opt.aux_update().is_cuda
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    rows = track_inverse_fisher(autoencoder([64, 2]).cuda(), BernoulliLikelihood(), x, x, FishLegConfig(aux_every=1, fvp=fvp),
+                                steps=4, batch_size=8, checkpoints=[0, 4], probe_size=8, directions=2)
+    assert rows[-1]["gbar_aux_loss"] >= rows[-1]["gbar_aux_optimum"] - 1e-6
 
 
 def test_two_process_ddp_ranks_take_the_same_fishleg_steps(tmp_path):
