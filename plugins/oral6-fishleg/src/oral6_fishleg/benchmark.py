@@ -65,7 +65,7 @@ class FishLegAutoencoderConfig(ComponentConfig):
     adam_lrs: list[float] = Field([1e-3, 3e-3, 1e-2, 3e-2], description="Adam learning-rate grid.")
     sgd_lrs: list[float] = Field([3e-3, 1e-2, 3e-2, 1e-1], description="SGD (momentum 0.9) learning-rate grid.")
     soap_lrs: list[float] = Field([1e-3, 3e-3, 1e-2, 3e-2], description="SOAP learning-rate grid.")
-    curves_images: int = Field(1200, ge=20, description="Number of procedural CURVES images.")
+    curves_images: int = Field(600, ge=20, description="Number of procedural CURVES images.")
     timing_steps: int = Field(400, ge=2, description="Steps of each optimizer timed for the step-time ratio.")
     diagnostic_steps: int = Field(400, ge=2, description="FishLeg steps tracked against the exact inverse Fisher.")
     diagnostic_seeds: int = Field(3, ge=1, description="Seeds of the inverse-Fisher diagnostics.")

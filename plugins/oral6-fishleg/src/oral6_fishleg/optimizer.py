@@ -43,8 +43,9 @@ class FishLegConfig(ComponentConfig):
     aux_batch_size: int | None = Field(None, ge=1, description=(
         "Rows of the observed batch used for the Fisher-vector product (None: all)."))
     fvp: FvpMethod = Field("fisher", description=(
-        "Fisher-vector product with sampled labels: Hessian-vector product through autograd (hvp), antithetic finite "
-        "difference (antithetic), or the positive semi-definite outer-product form Jᵀ s sᵀ J v (fisher)."))
+        "Fisher-vector product with sampled labels: the positive semi-definite outer-product form Jᵀ s sᵀ J v from one "
+        "forward-mode and one backward pass (fisher), a Hessian-vector product through autograd (hvp), or an "
+        "antithetic finite difference of gradients (antithetic)."))
     fd_eps: float = Field(1e-3, gt=0, description="Norm of the parameter perturbation of the antithetic finite difference.")
     elementwise_scale: bool = Field(False, description=(
         "Kronecker blocks: add the elementwise rescaling A ⊙ (RᵀR (A ⊙ U) LᵀL) of the public PyTorch code (the paper's "
