@@ -100,7 +100,8 @@ def test_closed_form_lambda_gradients_match_autograd(block):
     u = block.gather([torch.randn_like(p) for p in block.params])
     d = torch.randn_like(u)
     expected = torch.autograd.grad((d * block.apply(block.factors(lam), u)).sum(), list(lam.values()))
-    closed = block.lambda_grads({n: v.detach() for n, v in lam.items()}, block.factors({n: v.detach() for n, v in lam.items()}), u, d)
+    fixed = {n: v.detach() for n, v in lam.items()}
+    closed = block.lambda_grads(fixed, block.factors(fixed), u, d)
     for name, grad in zip(lam, expected):
         torch.testing.assert_close(closed[name], grad)
 

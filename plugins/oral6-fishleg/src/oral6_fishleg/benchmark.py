@@ -80,6 +80,7 @@ QUICK = {"datasets": ["digits", "curves"], "batch_sizes": [32, 64], "epochs": 1,
          "adam_lrs": [3e-3], "sgd_lrs": [1e-2], "soap_lrs": [3e-3], "curves_images": 200, "timing_steps": 40,
          "diagnostic_steps": 8, "diagnostic_seeds": 1, "diagnostic_probe": 8, "diagnostic_encoder": [64, 2]}
 COST_LIMITS = {32: 1.3, 256: 1.15}
+Space = tuple[Callable[[dict[str, Any]], OptimizerFactory], dict[str, list[float]]]  # factory of options, grid
 
 
 class FishLegAutoencoderBenchmark(Benchmark):
@@ -126,8 +127,8 @@ class FishLegAutoencoderBenchmark(Benchmark):
             + markdown_table(timing, ["batch", "adam ms/step", "fishleg plain step ×adam", "fishleg λ-update step ×adam",
                                       "fishleg amortised ×adam"], digits=2)
             + f"\nLearned Q(λ) against the exact F_γ⁻¹ on a {'-'.join(map(str, c.diagnostic_encoder))}-… digits "
-              f"auto-encoder (FishLeg with the configuration selected on digits at each batch size, mean over {c.diagnostic_seeds} seed(s); ḡ: the update direction; random: "
-              "8 fixed random directions; Q₀ = s·I for comparison; A − A*: the exact auxiliary loss above its minimum "
+              f"auto-encoder (FishLeg with the configuration selected on digits at each batch size, mean over "
+              f"{c.diagnostic_seeds} seed(s); ḡ: the update direction; random: 8 fixed random directions; Q₀ = s·I for comparison; A − A*: the exact auxiliary loss above its minimum "
               "along ḡ):\n\n"
             + markdown_table(diagnostics, ["batch", "step", "ḡ rel. error", "ḡ cosine", "ḡ ‖Qu‖/‖F⁻¹u‖",
                                            "ḡ rel. error Q₀", "random rel. error", "random cosine",
@@ -150,8 +151,7 @@ class FishLegAutoencoderBenchmark(Benchmark):
         return history
 
     def _tune_and_repeat(self, c: FishLegAutoencoderConfig, bundle: DataBundle, dataset: str, batch: int, epochs: int,
-                         label: str, space: tuple[Callable[[dict[str, Any]], OptimizerFactory], dict[str, list[float]]]
-                         ) -> dict[str, Any]:
+                         label: str, space: Space) -> dict[str, Any]:
         make, grid = space
 
         def objective(trial: Trial) -> float:
@@ -203,9 +203,9 @@ def _equal_step_epochs(epochs: int, examples: int, first_batch: int, batch: int)
     return max(1, round(epochs * math.ceil(examples / first_batch) / math.ceil(examples / batch)))
 
 
-def _spaces(c: FishLegAutoencoderConfig) -> dict[str, tuple[Callable[[dict[str, Any]], OptimizerFactory], dict[str, list[float]]]]:
+def _spaces(c: FishLegAutoencoderConfig) -> dict[str, Space]:
     """Each optimizer's factory and grid; every grid has the same number of points."""
-    spaces: dict[str, tuple[Callable[[dict[str, Any]], OptimizerFactory], dict[str, list[float]]]] = {
+    spaces: dict[str, Space] = {
         "fishleg": (lambda o: registry.create("optimizer", "fishleg", o),
                     {"lr": c.fishleg_lrs, "init_scale": c.fishleg_init_scales}),
         "adam": (lambda o: registry.create("optimizer", "adam", o), {"lr": c.adam_lrs}),
@@ -289,7 +289,8 @@ def _diagnostic_rows(c: FishLegAutoencoderConfig, selected: dict[int, dict[str, 
         for rows in zip(*runs):
             mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0] if k != "step" and all(k in r for r in rows)}
             out.append({"batch": batch, "step": rows[0]["step"], **mean,
-                        "ḡ rel. error": mean.get("gbar_rel_error", math.nan), "ḡ cosine": mean.get("gbar_cosine", math.nan),
+                        "ḡ rel. error": mean.get("gbar_rel_error", math.nan),
+                        "ḡ cosine": mean.get("gbar_cosine", math.nan),
                         "ḡ ‖Qu‖/‖F⁻¹u‖": mean.get("gbar_norm_ratio", math.nan),
                         "ḡ rel. error Q₀": mean.get("gbar_init_rel_error", math.nan),
                         "random rel. error": mean["random_rel_error"], "random cosine": mean["random_cosine"],

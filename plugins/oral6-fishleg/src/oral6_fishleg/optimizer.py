@@ -137,11 +137,12 @@ class FishLeg(torch.optim.Optimizer):
         for block, f, u, d in zip(self.blocks, factors, u_blocks, d_blocks):
             block_grads = block.lambda_grads(self._lambda(block), f, u, d)
             grads.extend(block_grads[name] for name in block.lambda_names)
-        aux_loss = 0.5 * torch.stack([torch.vdot((d - u).flatten(), z.flatten()) for d, u, z in zip(d_blocks, u_blocks, z_blocks)]).sum()
+        aux_loss = 0.5 * torch.stack([torch.vdot((d - u).flatten(), z.flatten())
+                                      for d, u, z in zip(d_blocks, u_blocks, z_blocks)]).sum()
         group["fishleg_aux_steps"] += 1
         self._adam_on_lambda(grads, group)
         self._factors = None
-        return aux_loss  # type: ignore[return-value]
+        return aux_loss
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Tensor | None:  # type: ignore[override]
