@@ -70,9 +70,11 @@ def test_benchmark_quick_mode_writes_its_files_and_rows(tmp_path):
         assert path.is_file() and path.stat().st_size > 0
     assert (tmp_path / "fishleg_autoencoder.png").is_file()
     runs = [r for r in result.rows if "optimizer" in r]
-    assert {r["optimizer"] for r in runs} == {"fishleg", "adam", "sgd-m", "soap"}
+    assert {r["optimizer"] for r in runs} == {"fishleg", "fishleg, Q frozen at Q₀", "adam", "sgd-m", "soap"}
     assert all(len(r["test_losses"]) == 1 and r["test_losses"][0] > 0 for r in runs)
-    assert all(len(r["sweep"]["trials"]) == 1 and r["sweep"]["trials"][0]["state"] == "complete" for r in runs)
+    swept = [r for r in runs if "sweep" in r]
+    assert len(swept) == 16 and all(len(r["sweep"]["trials"]) == 1 for r in swept)
+    assert all(r["sweep"]["trials"][0]["state"] == "complete" for r in swept)
     digits = {r["batch"]: r["steps"] for r in runs if r["dataset"] == "digits"}
     assert digits == {32: 40, 64: 40}  # equal numbers of steps at both batch sizes
     assert any("FishLeg below tuned Adam" in claim for claim in result.claims)
