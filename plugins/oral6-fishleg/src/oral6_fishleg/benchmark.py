@@ -118,14 +118,14 @@ class FishLegAutoencoderBenchmark(Benchmark):
         diagnostics = _diagnostic_rows(c, selected)
         claims, notes = _claims(rows, timing, c)
         files = [self._plot(rows, c, out_dir / "fishleg_autoencoder.png")]
-        steps = {r["batch"]: r["steps"] for r in rows}
+        steps = {(r["dataset"], r["batch"]): r["steps"] for r in rows}
         columns = ["dataset", "batch", "epochs", "optimizer", "selected", "val loss", "test loss", "sec/epoch"]
         markdown = (
             f"Deep ReLU auto-encoders, Bernoulli NLL per image (nats). Each optimizer: a grid sweep of "
             f"{grid} configurations on seed 0, selected by final validation loss, then "
             f"{c.seeds} fresh seed(s); the table shows the fresh seeds only (mean ± std). `{FROZEN}`: FishLeg's selected "
             f"configuration with λ never updated (momentum SGD on ḡ with lr η·s), not swept. Equal numbers of steps at "
-            f"every batch size ({', '.join(f'batch {b}: {s} steps' for b, s in steps.items())}).\n\n"
+            f"every batch size ({', '.join(f'{d} batch {b}: {s}' for (d, b), s in steps.items())} steps).\n\n"
             + markdown_table(rows, columns, digits=3)
             + "\nStep time on the digits auto-encoder, FishLeg and Adam steps alternating on the same batches "
               "(forward, backward and update; FishLeg's λ update every k steps included):\n\n"

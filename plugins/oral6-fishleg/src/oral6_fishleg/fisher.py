@@ -100,7 +100,8 @@ def _sampled_fisher(model: nn.Module, likelihood: FishLikelihood, x: Tensor, par
         output, jv = fwAD.unpack_dual(functional_call(model, duals, (x,)))
     jv = jv.detach() if jv is not None else torch.zeros_like(output)
     detached = output.detach().requires_grad_()
-    score = torch.autograd.grad(likelihood.nll(detached, likelihood.draw(detached, generator)) * output.shape[0], detached)[0]
+    total_nll = likelihood.nll(detached, likelihood.draw(detached, generator)) * output.shape[0]
+    score = torch.autograd.grad(total_nll, detached)[0]
     weights = score * (score * jv).flatten(1).sum(1).view(-1, *[1] * (score.dim() - 1)) / output.shape[0]
     return _grads_or_zeros(torch.autograd.grad(output, params, weights, allow_unused=True), params)
 
