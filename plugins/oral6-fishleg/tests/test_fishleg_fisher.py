@@ -8,7 +8,9 @@ from oral6_core.components import Task
 from oral6_fishleg import (
     BernoulliLikelihood, CategoricalLikelihood, FishLeg, FishLegConfig, GaussianLikelihood, likelihood_for_task,
 )
-from oral6_fishleg.fisher import fisher_vector_product
+import itertools
+
+from oral6_fishleg.fisher import exact_fisher, fisher_vector_product
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +41,33 @@ def exact_categorical_fisher(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
             g = flat(torch.autograd.grad(loss, params))
             fisher += probs[c] * torch.outer(g, g) / x.shape[0]
     return fisher
+
+
+def exact_bernoulli_fisher(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The same for independent bits, enumerating all 2^K label vectors."""
+    params = list(model.parameters())
+    size = sum(p.numel() for p in params)
+    fisher = torch.zeros(size, size, dtype=DT)
+    likelihood = BernoulliLikelihood()
+    for n in range(x.shape[0]):
+        probs = torch.sigmoid(model(x[n : n + 1]))[0].detach()
+        for bits in itertools.product([0.0, 1.0], repeat=probs.shape[0]):
+            y = torch.tensor([bits], dtype=DT)
+            g = flat(torch.autograd.grad(likelihood.nll(model(x[n : n + 1]), y), params))
+            weight = torch.where(y[0] > 0, probs, 1 - probs).prod()
+            fisher += weight * torch.outer(g, g) / x.shape[0]
+    return fisher
+
+
+@pytest.mark.parametrize("likelihood, enumerate_labels", [
+    (CategoricalLikelihood(), exact_categorical_fisher), (BernoulliLikelihood(), exact_bernoulli_fisher)])
+def test_exact_fisher_matches_the_enumeration_over_labels(likelihood, enumerate_labels):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(DT)
+    x = torch.randn(7, 3, dtype=DT)
+    fisher = exact_fisher(model, likelihood, x, chunk=3)
+    torch.testing.assert_close(fisher, enumerate_labels(model, x))
+    assert torch.linalg.eigvalsh(fisher).min() > -1e-10
 
 
 @pytest.mark.parametrize("method", ["hvp", "antithetic"])

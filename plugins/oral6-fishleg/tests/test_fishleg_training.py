@@ -29,7 +29,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def test_core_training_loop_on_digits_learns_well_above_chance():
-    run = RunConfig(optimizer="fishleg", options={"optimizer": {"lr": 0.1, "sgd_lr": 0.05}},
+    run = RunConfig(optimizer="fishleg",
                     train=TrainConfig(epochs=2, progress=False, checkpoint=False, device="cpu"))
     result = train(run)
     assert result.history[-1]["test_accuracy"] > 0.5
@@ -46,7 +46,7 @@ def _cli(*args):
 
 
 def test_cli_train_with_fishleg_resumes_to_the_same_result(tmp_path):
-    common = ["--optimizer", "fishleg", "--set", "optimizer.aux_warmup=5", "--batch-size", "96", "--device", "cpu",
+    common = ["--optimizer", "fishleg", "--set", "optimizer.aux_every=5", "--batch-size", "96", "--device", "cpu",
               "--no-progress"]
     code, out = _cli("train", *common, "--epochs", "2", "--out", tmp_path / "straight")
     assert code == 0, out
@@ -69,11 +69,17 @@ def test_benchmark_quick_mode_writes_its_files_and_rows(tmp_path):
     for path in result.files:
         assert path.is_file() and path.stat().st_size > 0
     assert (tmp_path / "fishleg_autoencoder.png").is_file()
-    optimizers = {r["optimizer"] for r in result.rows if "optimizer" in r}
-    assert {"fishleg", "adam", "sgd-m"} <= optimizers
-    assert all(r["test_loss_mean"] > 0 for r in result.rows if "optimizer" in r)
+    runs = [r for r in result.rows if "optimizer" in r]
+    assert {r["optimizer"] for r in runs} == {"fishleg", "fishleg, Q frozen at Q₀", "adam", "sgd-m", "soap"}
+    assert all(len(r["test_losses"]) == 1 and r["test_losses"][0] > 0 for r in runs)
+    swept = [r for r in runs if "sweep" in r]
+    assert len(swept) == 16 and all(len(r["sweep"]["trials"]) == 1 for r in swept)
+    assert all(r["sweep"]["trials"][0]["state"] == "complete" for r in swept)
+    digits = {r["batch"]: r["steps"] for r in runs if r["dataset"] == "digits"}
+    assert digits == {32: 40, 64: 40}  # equal numbers of steps at both batch sizes
     assert any("FishLeg below tuned Adam" in claim for claim in result.claims)
     assert "fishleg amortised" in result.markdown
+    assert any("gbar_rel_error" in r for r in result.rows)
 
 
 def test_curves_images_and_autoencoder_shapes():
@@ -86,11 +92,13 @@ def test_curves_images_and_autoencoder_shapes():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fishleg_runs_on_cuda_without_cpu_tensors():
+@pytest.mark.parametrize("fvp", ["fisher", "hvp", "antithetic"])
+def test_fishleg_runs_on_cuda_without_cpu_tensors(fvp):
     from oral6_fishleg import BernoulliLikelihood, FishLeg, FishLegConfig
+    from oral6_fishleg.diagnostics import track_inverse_fisher
 
     model = autoencoder([64, 32, 8]).cuda()
-    opt = FishLeg(model, BernoulliLikelihood(), FishLegConfig(aux_every=1))
+    opt = FishLeg(model, BernoulliLikelihood(), FishLegConfig(aux_every=1, fvp=fvp, aux_batch_size=8))
     x = torch.rand(16, 64, device="cuda")
     for _ in range(3):
         opt.observe(x)
@@ -98,14 +106,18 @@ def test_fishleg_runs_on_cuda_without_cpu_tensors():
         BernoulliLikelihood().nll(model(x), x).backward()
         opt.step()
     assert all(t.is_cuda for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+    assert opt.aux_update().is_cuda
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    rows = track_inverse_fisher(autoencoder([64, 2]).cuda(), BernoulliLikelihood(), x, x, FishLegConfig(aux_every=1, fvp=fvp),
+                                steps=4, batch_size=8, checkpoints=[0, 4], probe_size=8, directions=2)
+    assert rows[-1]["gbar_aux_loss"] >= rows[-1]["gbar_aux_optimum"] - 1e-6
 
 
 def test_two_process_ddp_ranks_take_the_same_fishleg_steps(tmp_path):
     """Under torchrun each rank samples labels on its own shard; the averaged F̂z keeps λ and θ identical."""
     env = {**os.environ, "ORAL6_LOAD_PLUGINS": "fishleg", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "oral6_core", "train",
-           "--no-progress", "--optimizer", "fishleg", "--set", "optimizer.aux_warmup=5", "--batch-size", "146",
+           "--no-progress", "--optimizer", "fishleg", "--set", "optimizer.aux_every=5", "--batch-size", "146",
            "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "ddp")]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -4,7 +4,10 @@ A block owns the parameters that share one factor of Q and stores them as one ma
 - ``KroneckerBlock`` (Linear, Conv1d/2d/3d): U = [W | b] with W reshaped to out × fan_in, and
   Q(λ)U = A ⊙ (RᵀR (A ⊙ U) LᵀL), i.e. Q = D_A (LᵀL ⊗ RᵀR) D_A with λ = (L, R, A);
 - ``DiagonalBlock`` (norm layers, embeddings and every other parameter): Q(λ)u = d ⊙ d ⊙ u.
-Both start at Q₀ = s·I with s = η_sgd/η, so the first FishLeg steps are SGD steps with lr η_sgd.
+Both start at Q₀ = s·I (s = ``init_scale``), so the first FishLeg step is an SGD step with lr η·s.
+
+``lambda_grads`` returns ∇_λ ⟨d, Q(λ)u⟩ for a fixed d in closed form (the gradient of the auxiliary
+loss), reusing the cached Gram matrices instead of differentiating through them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ class QBlock:
 
     def apply(self, factors: dict[str, Tensor], u: Tensor) -> Tensor:
         """Q(λ) u in the block's matrix layout (differentiable in λ through ``factors``)."""
+        raise NotImplementedError
+
+    def lambda_grads(self, lam: dict[str, Tensor], factors: dict[str, Tensor], u: Tensor, d: Tensor) -> dict[str, Tensor]:
+        """∇_λ ⟨d, Q(λ)u⟩ with d held fixed, one tensor per entry of ``lam``."""
         raise NotImplementedError
 
 
@@ -95,6 +102,19 @@ class KroneckerBlock(QBlock):
         z = factors["right_gram"] @ u @ factors["left_gram"]
         return scale * z if scale is not None else z
 
+    def lambda_grads(self, lam: dict[str, Tensor], factors: dict[str, Tensor], u: Tensor, d: Tensor) -> dict[str, Tensor]:
+        # s = ⟨E, G_R V G_L⟩ with V = A ⊙ u, E = A ⊙ d, G_L = LᵀL, G_R = RᵀR; ∂s/∂L = L(S + Sᵀ) for S = ∂s/∂G_L.
+        scale = factors.get("scale")
+        v, e = (u, d) if scale is None else (scale * u, scale * d)
+        right_v = factors["right_gram"] @ v
+        v_left = v @ factors["left_gram"]
+        left = right_v.T @ e
+        right = e @ v_left.T
+        grads = {"left": lam["left"] @ (left + left.T), "right": lam["right"] @ (right + right.T)}
+        if scale is not None:
+            grads["scale"] = d * (right_v @ factors["left_gram"]) + u * (factors["right_gram"] @ e @ factors["left_gram"])
+        return grads
+
 
 class DiagonalBlock(QBlock):
     """Q(λ)u = d ⊙ d ⊙ u for one parameter (norm layers, embeddings, anything else)."""
@@ -119,6 +139,9 @@ class DiagonalBlock(QBlock):
 
     def apply(self, factors: dict[str, Tensor], u: Tensor) -> Tensor:
         return factors["diag_sq"] * u
+
+    def lambda_grads(self, lam: dict[str, Tensor], factors: dict[str, Tensor], u: Tensor, d: Tensor) -> dict[str, Tensor]:
+        return {"diag": 2 * lam["diag"] * d * u}
 
 
 def build_blocks(model: nn.Module, elementwise: bool = True, max_factor_size: int = 2048) -> list[QBlock]:

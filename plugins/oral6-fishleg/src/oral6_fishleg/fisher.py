@@ -6,7 +6,9 @@ NLL, ∇²_θ ℓ(θ; x, y) v (exact, through autograd), or by the antithetic fi
 E_x E_y[∇ℓ ∇ℓᵀ] v; for a model linear in θ with a canonical link it equals F v for any y.
 A third form, ``fisher``, uses the same sampled labels in the Fisher's own outer-product form,
 F̂ v = (1/N) Σₙ Jₙᵀ sₙ sₙᵀ Jₙ v with sₙ = ∇_f[−log p(yₙ | fₙ)] and Jₙ v from forward-mode AD:
-unbiased like the others but positive semi-definite, so the auxiliary loss stays bounded below.
+unbiased like the others but positive semi-definite, so the auxiliary loss stays bounded below, and
+the cheapest: one forward pass carrying J v in forward mode and one backward pass.
+``exact_fisher`` builds the exact Fisher of a small model as a matrix (the oracle of the diagnostics).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from typing import Iterator, Literal, Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -90,16 +93,39 @@ def _antithetic(model: nn.Module, likelihood: FishLikelihood, x: Tensor, params:
 
 def _sampled_fisher(model: nn.Module, likelihood: FishLikelihood, x: Tensor, params: Sequence[nn.Parameter],
                     vectors: Sequence[Tensor], generator: torch.Generator | None) -> list[Tensor]:
+    """One forward pass carrying J v as a forward-mode tangent, then one backward pass for Jᵀ(s sᵀ J v)."""
     names = {id(p): n for n, p in model.named_parameters()}
-    keys = [names[id(p)] for p in params]
+    with fwAD.dual_level():
+        duals = {names[id(p)]: fwAD.make_dual(p, v.detach()) for p, v in zip(params, vectors)}
+        output, jv = fwAD.unpack_dual(functional_call(model, duals, (x,)))
+    jv = jv.detach() if jv is not None else torch.zeros_like(output)
+    detached = output.detach().requires_grad_()
+    total_nll = likelihood.nll(detached, likelihood.draw(detached, generator)) * output.shape[0]
+    score = torch.autograd.grad(total_nll, detached)[0]
+    weights = score * (score * jv).flatten(1).sum(1).view(-1, *[1] * (score.dim() - 1)) / output.shape[0]
+    return _grads_or_zeros(torch.autograd.grad(output, params, weights, allow_unused=True), params)
 
-    def forward(*values: Tensor) -> Tensor:
-        return functional_call(model, dict(zip(keys, values)), (x,))
 
-    output, jv = torch.func.jvp(forward, tuple(p.detach() for p in params), tuple(v.detach() for v in vectors))
-    output = output.detach().requires_grad_()
-    target = likelihood.draw(output, generator)
-    score = torch.autograd.grad(likelihood.nll(output, target) * output.shape[0], output)[0]
-    weights = score * (score * jv).flatten(1).sum(1).view(-1, *[1] * (score.dim() - 1))
-    surrogate = (model(x) * weights.detach()).sum() / output.shape[0]
-    return _grads_or_zeros(torch.autograd.grad(surrogate, params, allow_unused=True), params)
+def exact_fisher(model: nn.Module, likelihood: FishLikelihood, x: Tensor, params: Sequence[nn.Parameter] | None = None,
+                 chunk: int = 32) -> Tensor:
+    """The exact Fisher (1/N) Σₙ Jₙᵀ Λₙ Jₙ over ``params`` (default: all trainable), as a dense float64 matrix.
+
+    Λₙ = E_y[sₙ sₙᵀ] is the likelihood's Fisher in output space (``output_fisher``) and Jₙ the
+    Jacobian of the network output for example n. Meant for models with a few thousand parameters.
+    """
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
+    names = {id(p): n for n, p in model.named_parameters()}
+    values = {names[id(p)]: p.detach() for p in params}
+
+    def output(values: dict[str, Tensor], row: Tensor) -> Tensor:
+        return functional_call(model, values, (row.unsqueeze(0),)).reshape(-1)
+
+    jacobian = torch.func.vmap(torch.func.jacrev(output), in_dims=(None, 0))
+    size = sum(p.numel() for p in params)
+    fisher = torch.zeros(size, size, dtype=torch.float64, device=x.device)
+    with buffers_restored(model), torch.no_grad():
+        for rows in x.split(chunk):
+            jac = torch.cat([j.flatten(2) for j in jacobian(values, rows).values()], dim=2).double()  # (n, outputs, P)
+            lam = likelihood.output_fisher(functional_call(model, values, (rows,)).flatten(1)).double()
+            fisher += jac.reshape(-1, size).T @ (lam @ jac).reshape(-1, size)
+    return fisher / x.shape[0]

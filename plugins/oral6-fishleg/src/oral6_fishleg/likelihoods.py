@@ -22,6 +22,10 @@ class FishLikelihood:
     def draw(self, output: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
+    def output_fisher(self, output: Tensor) -> Tensor:
+        """Λₙ = E_{y∼p(y|fₙ)}[∇_f log p ∇_f log pᵀ] per example: shape (N, K, K) for outputs (N, K)."""
+        raise NotImplementedError
+
 
 class CategoricalLikelihood(FishLikelihood):
     """Softmax over logits f: −log p(y|f) = logsumexp(f) − f_y."""
@@ -31,6 +35,10 @@ class CategoricalLikelihood(FishLikelihood):
 
     def draw(self, output: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return torch.multinomial(output.detach().softmax(-1), 1, generator=generator).squeeze(-1)
+
+    def output_fisher(self, output: Tensor) -> Tensor:
+        p = output.softmax(-1)
+        return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
 
 
 class BernoulliLikelihood(FishLikelihood):
@@ -42,6 +50,10 @@ class BernoulliLikelihood(FishLikelihood):
 
     def draw(self, output: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return torch.bernoulli(torch.sigmoid(output.detach()), generator=generator)
+
+    def output_fisher(self, output: Tensor) -> Tensor:
+        p = torch.sigmoid(output)
+        return torch.diag_embed(p * (1 - p))
 
 
 class GaussianLikelihood(FishLikelihood):
@@ -60,6 +72,10 @@ class GaussianLikelihood(FishLikelihood):
         output = output.detach()
         noise = torch.randn(output.shape, generator=generator, device=output.device, dtype=output.dtype)
         return output + self.sigma * noise
+
+    def output_fisher(self, output: Tensor) -> Tensor:
+        eye = torch.eye(output.shape[-1], dtype=output.dtype, device=output.device)
+        return eye.expand(output.shape[0], -1, -1) / self.sigma**2
 
 
 def likelihood_for_task(task: Task) -> FishLikelihood:

@@ -4,7 +4,9 @@ Each step (paper, Algorithm 1):
   g = ∇[NLL + ½·wd‖θ‖²];  ḡ ← βḡ + (1−β)g;
   every k steps: u = ḡ/‖ḡ‖, z = Q(λ)u, d = (F̂ + γI)z − u, one Adam step on λ along ∇_λ(d · Q(λ)u),
     the gradient of the auxiliary loss A(λ) = ½ uᵀQF_γQu − uᵀQu with d held fixed;
-  θ ← θ − η Q(λ) ḡ  (ḡ bias-corrected by 1/(1−βᵗ), so the first step is SGD with lr η_sgd).
+  θ ← θ − η Q(λ) ḡ  (ḡ bias-corrected by 1/(1−βᵗ)).
+Q starts at Q₀ = s·I with s = ``init_scale`` (default 1/γ, the damped inverse Fisher of a direction
+with no curvature), so the first step is SGD with lr η·s.
 """
 
 from __future__ import annotations
@@ -26,26 +28,28 @@ from .likelihoods import FishLikelihood, likelihood_for_task
 
 
 class FishLegConfig(ComponentConfig):
-    lr: float = Field(0.1, gt=0, description="η: step size of the natural-gradient update θ ← θ − η Q(λ) ḡ.")
-    sgd_lr: float = Field(0.05, gt=0, description="η_sgd: Q starts at (η_sgd/η)·I, so the first steps are SGD with this lr.")
+    lr: float = Field(0.05, gt=0, description="η: step size of the natural-gradient update θ ← θ − η Q(λ) ḡ.")
+    init_scale: float | None = Field(None, gt=0, description=(
+        "s: Q starts at s·I, so the first step is SGD with lr η·s (None: 1/γ, the damped inverse Fisher of a "
+        "direction without curvature)."))
     beta: float = Field(0.9, ge=0, lt=1, description="β: decay of the gradient average ḡ ← βḡ + (1−β)g.")
-    bias_correction: bool = Field(True, description="Divide ḡ by 1−βᵗ (makes the first step exactly SGD with lr η_sgd).")
+    bias_correction: bool = Field(True, description="Divide ḡ by 1−βᵗ (makes the first step exactly SGD with lr η·s).")
     damping: float = Field(0.1, gt=0, description="γ: damping of the Fisher that Q(λ) inverts, F_γ = F + γI.")
     weight_decay: float = Field(0.0, ge=0, description="wd: L2 penalty ½·wd‖θ‖² added to the loss.")
-    aux_lr: float = Field(1e-3, gt=0, description="Adam learning rate on λ (the paper's code uses 1e-4 and sweeps to 1e-2).")
+    aux_lr: float = Field(3e-3, gt=0, description="Adam learning rate on λ (the paper's code uses 1e-4 and sweeps to 1e-2).")
     aux_betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas for the auxiliary parameters λ.")
     aux_eps: float = Field(1e-8, gt=0, description="Adam epsilon for the auxiliary parameters λ.")
-    aux_every: int = Field(10, ge=1, description="k: update λ every k steps.")
-    aux_warmup: int = Field(100, ge=0, description=(
-        "Also update λ at each of the N steps after step k, so Q is learned before the few steps of large-batch "
-        "training run out (0: the paper's schedule)."))
+    aux_every: int = Field(20, ge=1, description="k: update λ every k steps (the paper: 10).")
     aux_batch_size: int | None = Field(None, ge=1, description=(
         "Rows of the observed batch used for the Fisher-vector product (None: all)."))
-    fvp: FvpMethod = Field("hvp", description=(
-        "Fisher-vector product with sampled labels: Hessian-vector product through autograd (hvp), antithetic finite "
-        "difference (antithetic), or the positive semi-definite outer-product form Jᵀ s sᵀ J v (fisher)."))
+    fvp: FvpMethod = Field("fisher", description=(
+        "Fisher-vector product with sampled labels: the positive semi-definite outer-product form Jᵀ s sᵀ J v from one "
+        "forward-mode and one backward pass (fisher), a Hessian-vector product through autograd (hvp), or an "
+        "antithetic finite difference of gradients (antithetic)."))
     fd_eps: float = Field(1e-3, gt=0, description="Norm of the parameter perturbation of the antithetic finite difference.")
-    elementwise_scale: bool = Field(True, description="Kronecker blocks: add the elementwise rescaling A ⊙ (RᵀR (A ⊙ U) LᵀL).")
+    elementwise_scale: bool = Field(False, description=(
+        "Kronecker blocks: add the elementwise rescaling A ⊙ (RᵀR (A ⊙ U) LᵀL) of the public PyTorch code (the paper's "
+        "experiments do without it)."))
     max_factor_size: int = Field(2048, ge=1, description=(
         "Layers whose Kronecker factor would be larger fall back to a diagonal Q."))
     seed: int = Field(0, description="Seed of the generator that samples labels from the model.")
@@ -69,12 +73,12 @@ class FishLeg(torch.optim.Optimizer):
         self._aux_x: Tensor | None = None
         self._factors: list[dict[str, Tensor]] | None = None
         self._generator = torch.Generator(device=params[0].device).manual_seed(config.seed)
-        scale = config.sgd_lr / config.lr
+        self.init_scale = config.init_scale if config.init_scale is not None else 1.0 / config.damping
         for block in self.blocks:
             lead = block.params[0]
             state = self.state[lead]
             state["momentum"] = torch.zeros_like(block.gather([p.detach() for p in block.params]))
-            for name, value in block.init_lambda(scale, lead).items():
+            for name, value in block.init_lambda(self.init_scale, lead).items():
                 state[f"q_{name}"] = value
                 state[f"q_{name}_exp_avg"] = torch.zeros_like(value)
                 state[f"q_{name}_exp_avg_sq"] = torch.zeros_like(value)
@@ -95,6 +99,10 @@ class FishLeg(torch.optim.Optimizer):
             out.extend(block.scatter(block.apply(factors, block.gather(v))))
         return out
 
+    def momentum(self) -> list[Tensor]:
+        """ḡ per parameter (ordered as ``param_groups[0]['params']``)."""
+        return [t for b in self.blocks for t in b.scatter(self.state[b.params[0]]["momentum"])]
+
     def fisher_vector_product(self, vectors: Sequence[Tensor]) -> list[Tensor]:
         """F̂ v on the observed batch with labels sampled from the model (averaged over ranks)."""
         x = self._require_aux_batch()
@@ -107,33 +115,34 @@ class FishLeg(torch.optim.Optimizer):
             product = [t.view_as(p) for t, p in zip(flat.split([p.numel() for p in params]), params)]
         return product
 
-    def aux_update(self, directions: Sequence[Tensor] | None = None) -> float:
-        """One Adam step on λ along ∇_λ A at u = directions/‖directions‖ (default: ḡ); returns A(λ)."""
+    @torch.no_grad()
+    def aux_update(self, directions: Sequence[Tensor] | None = None) -> Tensor:
+        """One Adam step on λ along ∇_λ A at u = directions/‖directions‖ (default: ḡ); returns A(λ) before the step.
+
+        The value stays a tensor on the parameters' device, so the training step never waits on it.
+        """
         group = self.param_groups[0]
         if directions is None:
             u_blocks = [self.state[b.params[0]]["momentum"] for b in self.blocks]
         else:
             u_blocks = [b.gather(v) for b, v in zip(self.blocks, self._split(directions))]
         norm = torch.sqrt(sum((u * u).sum() for u in u_blocks))  # type: ignore[arg-type]
-        if not bool(norm > 0):
-            return 0.0
-        u_blocks = [u / norm for u in u_blocks]
-        leaves = [{n: self.state[b.params[0]][f"q_{n}"].detach().requires_grad_() for n in b.lambda_names} for b in self.blocks]
-        with torch.enable_grad():
-            z_blocks = [b.apply(b.factors(lam), u) for b, lam, u in zip(self.blocks, leaves, u_blocks)]
-            z_params = [t for b, z in zip(self.blocks, z_blocks) for t in b.scatter(z.detach())]
-            fz = self.fisher_vector_product(z_params)
-            d_blocks = [b.gather(fv) + group["damping"] * z.detach() - u
-                        for b, fv, z, u in zip(self.blocks, self._split(fz), z_blocks, u_blocks)]
-            surrogate = sum((d * z).sum() for d, z in zip(d_blocks, z_blocks))
-            flat_leaves = [t for lam in leaves for t in lam.values()]
-            grads = torch.autograd.grad(surrogate, flat_leaves)  # type: ignore[arg-type]
-        aux_loss = sum((0.5 * (d + u) * z.detach()).sum() - (u * z.detach()).sum()
-                       for d, u, z in zip(d_blocks, u_blocks, z_blocks))
+        u_blocks = [u / norm.clamp_min(torch.finfo(u.dtype).tiny) for u in u_blocks]
+        factors = self._current_factors()
+        z_blocks = [b.apply(f, u) for b, f, u in zip(self.blocks, factors, u_blocks)]
+        fz = self.fisher_vector_product([t for b, z in zip(self.blocks, z_blocks) for t in b.scatter(z)])
+        d_blocks = [b.gather(fv) + group["damping"] * z - u
+                    for b, fv, z, u in zip(self.blocks, self._split(fz), z_blocks, u_blocks)]
+        grads = []
+        for block, f, u, d in zip(self.blocks, factors, u_blocks, d_blocks):
+            block_grads = block.lambda_grads(self._lambda(block), f, u, d)
+            grads.extend(block_grads[name] for name in block.lambda_names)
+        aux_loss = 0.5 * torch.stack([torch.vdot((d - u).flatten(), z.flatten())
+                                      for d, u, z in zip(d_blocks, u_blocks, z_blocks)]).sum()
         group["fishleg_aux_steps"] += 1
         self._adam_on_lambda(grads, group)
         self._factors = None
-        return float(aux_loss)
+        return aux_loss
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Tensor | None:  # type: ignore[override]
@@ -187,8 +196,7 @@ class FishLeg(torch.optim.Optimizer):
     # ----------------------------------------------------------------------- internals
 
     def _is_aux_step(self, t: int) -> bool:
-        k, warmup = self.config.aux_every, self.config.aux_warmup
-        return t % k == 0 or k < t <= k + warmup
+        return t % self.config.aux_every == 0
 
     def _require_aux_batch(self) -> Tensor:
         if self._aux_x is None:
@@ -211,8 +219,12 @@ class FishLeg(torch.optim.Optimizer):
 
     def _current_factors(self) -> list[dict[str, Tensor]]:
         if self._factors is None:
-            self._factors = [b.factors({n: self.state[b.params[0]][f"q_{n}"] for n in b.lambda_names}) for b in self.blocks]
+            self._factors = [b.factors(self._lambda(b)) for b in self.blocks]
         return self._factors
+
+    def _lambda(self, block: QBlock) -> dict[str, Tensor]:
+        state = self.state[block.params[0]]
+        return {n: state[f"q_{n}"] for n in block.lambda_names}
 
     @torch.no_grad()
     def _adam_on_lambda(self, grads: Sequence[Tensor], group: dict[str, Any]) -> None:
