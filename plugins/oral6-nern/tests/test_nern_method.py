@@ -193,3 +193,44 @@ def test_shapes_dataset_conforms_and_is_deterministic():
     a, b = source.load(), source.load()
     assert a.input_shape == (3, 32, 32) and a.num_classes == 10
     assert torch.equal(a.train.x, b.train.x) and len(set(a.train.y.tolist())) == 10
+
+
+def test_table_first_layer_equals_the_dense_encoding():
+    predictor = KernelPredictor(16, levels=40)
+    coords = torch.cat([kernel_coordinates([(8, 4), (16, 8)]), torch.tensor([[1, 15, 7]])])
+    assert torch.allclose(predictor(coords), predictor.dense(coords), atol=1e-6)
+
+
+def test_fused_attention_map_equals_the_formula_and_survives_huge_activations():
+    from oral6_nern.losses import attention_map
+    from oral6_nern.speed import literal_attention_map
+
+    features = torch.randn(3, 5, 4, 4, generator=torch.Generator().manual_seed(0))
+    q = features.pow(2).mean(1).flatten(1)
+    assert torch.allclose(attention_map(features), q / q.norm(dim=1, keepdim=True), atol=1e-6)
+    assert torch.allclose(literal_attention_map(features), attention_map(features), atol=1e-6)
+    assert torch.allclose(attention_map(features * 1e25), attention_map(features), atol=1e-6)
+
+
+def test_fast_step_takes_the_same_steps_as_the_literal_one():
+    from itertools import repeat
+
+    from oral6_nern.fitting import PredictorTrainer
+    from oral6_nern.representation import NeRNConfig
+    from oral6_nern.speed import DenseStepTrainer
+
+    net = tiny_resnet()
+    params = dict(net.named_parameters())
+    layers = select_layers(net, ["layer*.*.conv*", "*downsample.0"])
+    layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), "crossfilter") for l in layers])
+    config = NeRNConfig(hidden=8, levels=4, steps=3, kernel_batch=64)
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    trained = []
+    for cls in (PredictorTrainer, DenseStepTrainer):
+        torch.manual_seed(0)
+        predictor = KernelPredictor(8, levels=4)
+        trainer = cls(predictor, layout, net, repeat(x), config)
+        losses = [trainer.step(s)["loss"].item() for s in (1, 2, 3)]
+        trained.append((losses, [p.detach().clone() for p in predictor.parameters()]))
+    assert trained[0][0] == pytest.approx(trained[1][0], rel=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(trained[0][1], trained[1][1]))

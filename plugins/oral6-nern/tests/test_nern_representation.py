@@ -83,7 +83,7 @@ def test_data_free_fit_uses_noise_and_reconstruction_only_skips_the_network():
     assert "kd" in rep.history[-1] and torch.isfinite(torch.tensor(rep.history[-1]["loss"]))
     rec_only = registry.create("representation", "nern", {**FAST, "steps": 4, "distill_weight": 0, "attention_weight": 0})
     rec_only.fit(net, None)
-    assert set(rec_only.history[-1]) == {"step", "loss", "rec"}
+    assert set(rec_only.history[-1]) == {"step", "loss", "rec", "rel_error"}
     warm = registry.create("representation", "nern", {**FAST, "steps": 8, "warmup_steps": 4})
     warm.fit(net, None)
     assert "kd" not in warm.history[0] and "kd" in warm.history[-1]

@@ -18,6 +18,7 @@ from oral6_core.errors import ConfigError
 from oral6_core.metrics import evaluate
 from oral6_core.training import fit, seed_everything
 
+from .fitting import relative_rmse
 from .importance import CRITERIA, importance_study
 from .representation import NeRN
 
@@ -69,7 +70,7 @@ class NeRNResNet20(Benchmark):
         original = evaluate(net, bundle.test, bundle.task)["accuracy"]  # type: ignore[arg-type]
         params = dict(net.named_parameters())
         base = {"steps": c.steps, "warmup_steps": c.warmup_steps, "batch_size": c.batch_size, "kernel_batch": c.kernel_batch,
-                "seed": c.seed, "log_every": max(c.steps // 10, 1), "noise_size": bundle.input_shape[-1]}
+                "seed": c.seed, "progress": False, "log_every": max(c.steps // 10, 1), "noise_size": bundle.input_shape[-1]}
         runs: list[tuple[str, dict[str, Any]]] = [(f"h={h}", {"hidden": h}) for h in c.hidden]
         h = c.ablation_hidden
         runs += [("ablation: no permutation", {"hidden": h, "permutation": "none"}),
@@ -87,7 +88,7 @@ class NeRNResNet20(Benchmark):
                 "run": label, "hidden": options["hidden"], "permutation": options.get("permutation", "crossfilter"),
                 "distillation": options.get("distill_weight", 1e-4) > 0, "original_acc": original,
                 "reconstructed_acc": evaluate(rep.reconstruct(), bundle.test, bundle.task)["accuracy"],  # type: ignore[arg-type]
-                "rmse_vs_weight_rms": self._relative_rmse(rep, params),
+                "rmse_vs_weight_rms": relative_rmse(params, rep.predicted_weights()),
                 "predictor_params": rep.num_parameters(),
                 "represented_params": rep.represented_parameters(),
                 "ratio": rep.num_parameters() / rep.represented_parameters(), "fit_time_vs_training": seconds / train_seconds,
@@ -113,14 +114,6 @@ class NeRNResNet20(Benchmark):
         )
         tables = [{"table": "main", **r} for r in rows] + [{"table": "importance", **r} for r in importance]
         return BenchResult(tables, markdown, files, claims)
-
-    @staticmethod
-    def _relative_rmse(rep: NeRN, params: dict[str, torch.Tensor]) -> float:
-        """sqrt(mean (W − Ŵ)²) / sqrt(mean W²) over every represented weight (1 = no better than predicting zeros)."""
-        predicted = rep.predicted_weights()
-        error = torch.cat([(params[k].detach() - w).flatten() for k, w in predicted.items()])
-        weights = torch.cat([params[k].detach().flatten() for k in predicted])
-        return (error.pow(2).mean() / weights.pow(2).mean()).sqrt().item()
 
     @staticmethod
     def _claims(rows: list[dict[str, Any]], importance: list[dict[str, Any]], original: float, h: int) -> dict[str, bool]:
