@@ -14,7 +14,7 @@ from oral6_core.errors import ConfigError
 from oral6_nern.encoding import kernel_coordinates, positional_encoding
 from oral6_nern.layout import WeightLayout, select_layers
 from oral6_nern.losses import FeatureTap, attention_loss, feature_modules, output_distillation_loss
-from oral6_nern.permutations import greedy_chains, inverse_permutation, layer_permutation
+from oral6_nern.permutations import SEARCHED_CLUSTERS, clustered_chain, greedy_chains, inverse_permutation, layer_permutation
 from oral6_nern.predictor import KernelPredictor, predictor_parameters
 from oral6_nern.ranger import Lookahead
 
@@ -59,11 +59,12 @@ def test_coordinates_are_unique_and_cover_every_kernel():
     assert torch.equal(kernel_coordinates([(2, 3)]), torch.tensor([[0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 1, 0], [0, 1, 1], [0, 1, 2]]))
 
 
-def _slow_chain(vectors: torch.Tensor) -> list[int]:
+def _slow_chain(vectors: torch.Tensor, similarity=None) -> list[int]:
     unit = torch.nn.functional.normalize(vectors, dim=-1)
+    similarity = similarity or (lambda i, j: float(unit[i] @ unit[j]))
     order, left = [0], set(range(1, len(vectors)))
     while left:
-        sims = {j: float(unit[order[-1]] @ unit[j]) for j in left}
+        sims = {j: similarity(order[-1], j) for j in left}
         nxt = max(sims, key=sims.get)
         order.append(nxt)
         left.remove(nxt)
@@ -75,6 +76,36 @@ def test_vectorised_chain_is_the_greedy_nearest_neighbour_chain():
     chains = greedy_chains(vectors)
     for b in range(3):
         assert chains[b].tolist() == _slow_chain(vectors[b].float())
+
+
+def test_clustered_chain_is_exact_when_it_searches_every_cluster():
+    vectors = torch.randn(300, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert clustered_chain(vectors, cluster_size=20, searched=10**6).tolist() == _slow_chain(vectors)
+
+
+def test_clustered_chain_is_within_one_percent_of_greedy_smoothness():
+    vectors = torch.randn(4096, 9, generator=torch.Generator().manual_seed(4))
+    unit = torch.nn.functional.normalize(vectors, dim=1)
+
+    def smoothness(order: torch.Tensor) -> float:
+        return (unit[order[1:]] * unit[order[:-1]]).sum().item()
+
+    order = clustered_chain(vectors, cluster_size=16, searched=SEARCHED_CLUSTERS)
+    assert sorted(order.tolist()) == list(range(4096))
+    assert smoothness(order) >= 0.99 * smoothness(greedy_chains(vectors.unsqueeze(0))[0])
+
+
+def test_infilter_orders_filters_by_the_sum_of_kernel_cosines():
+    weight = torch.randn(7, 5, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    perm = layer_permutation(weight, "infilter").view(7, 5)
+    kernels = weight.reshape(7, 5, 9)
+    channel_orders = [_slow_chain(kernels[f]) for f in range(7)]
+    assert [sorted(row) for row in (perm % 5).tolist()] == [list(range(5))] * 7
+    assert (perm // 5)[:, 0].tolist() == (perm // 5)[:, -1].tolist()  # each rank row stays inside one filter
+    units = [torch.nn.functional.normalize(kernels[f, order], dim=-1) for f, order in enumerate(channel_orders)]
+    filter_order = _slow_chain(kernels.reshape(7, -1), lambda i, j: float((units[i] * units[j]).sum()))
+    assert (perm // 5)[:, 0].tolist() == filter_order
+    assert (perm % 5).tolist() == [channel_orders[f] for f in filter_order]
 
 
 @pytest.mark.parametrize("mode", ["none", "infilter", "crossfilter"])

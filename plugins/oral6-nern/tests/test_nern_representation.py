@@ -126,3 +126,17 @@ def test_pruning_criteria_remove_the_intended_weights(fitted):
             flat_zero = torch.cat([(pruned[k] == 0).flatten() for k in predicted])
             assert flat_err[flat_zero].min() >= flat_err[~flat_zero].max()
     assert torch.equal(dict(net.named_parameters())["layer1.0.conv1.weight"], params["layer1.0.conv1.weight"])
+
+
+def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged():
+    from oral6_nern.feedback import NotConvergedWarning, late_improvement, warn_if_not_converged
+
+    rep = registry.create("representation", "nern", {**FAST, "hidden": None, "steps": 30, "log_every": 3, "progress": True, "convergence_tol": 1e-5, "distill_weight": 0, "attention_weight": 0, "lr": 0.05, "final_lr": 0.05})
+    with pytest.warns(NotConvergedWarning, match="has not converged"):
+        rep.fit(tiny_resnet(), tiny_bundle())
+    assert not rep.converged and all(0 <= r["accuracy"] <= 1 for r in rep.history)
+    assert rep.config.hidden >= 1 and rep.num_parameters() <= 0.44 * rep.represented_parameters()
+    flat = [{"step": float(s), "rel_error": 0.5} for s in range(10, 110, 10)]
+    assert late_improvement(flat) == 0 and not warn_if_not_converged(flat, 0.01)
+    falling = [{"step": float(s), "rel_error": 1 / s} for s in range(10, 110, 10)]
+    assert late_improvement(falling) == pytest.approx(0.1)
