@@ -254,7 +254,7 @@ def test_fast_step_takes_the_same_steps_as_the_literal_one():
     params = dict(net.named_parameters())
     layers = select_layers(net, ["layer*.*.conv*", "*downsample.0"])
     layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), "crossfilter") for l in layers])
-    config = NeRNConfig(hidden=8, levels=4, steps=3, kernel_batch=64)
+    config = NeRNConfig(hidden=8, levels=4, steps=3, warmup_steps=0, kernel_batch=64)
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     trained = []
     for cls in (PredictorTrainer, DenseStepTrainer):

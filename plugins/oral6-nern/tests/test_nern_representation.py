@@ -12,9 +12,10 @@ from oral6_core.data import ArrayDataset, DataBundle
 from oral6_core.errors import CheckpointError, ConfigError
 from oral6_core.testing import check_component
 from oral6_nern import NeRN
+from oral6_nern.predictor import predictor_parameters
 from oral6_nern.importance import prune_highest, pruning_scores, relative_errors
 
-FAST = {"hidden": 12, "levels": 6, "steps": 12, "kernel_batch": 64, "batch_size": 8, "log_every": 4, "noise_size": 8}
+FAST = {"hidden": 12, "levels": 6, "steps": 12, "warmup_steps": 0, "kernel_batch": 64, "batch_size": 8, "log_every": 4, "noise_size": 8}
 
 
 def tiny_bundle() -> DataBundle:
@@ -140,3 +141,18 @@ def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged():
     assert late_improvement(flat) == 0 and not warn_if_not_converged(flat, 0.01)
     falling = [{"step": float(s), "rel_error": 1 / s} for s in range(10, 110, 10)]
     assert late_improvement(falling) == pytest.approx(0.1)
+
+
+def test_default_size_and_schedule_scale_with_the_network():
+    from oral6_nern.representation import STEPS_PER_PASS, WARMUP_SHARE
+
+    net = tiny_resnet()
+    rep = registry.create("representation", "nern", {"kernel_batch": 100})
+    rep.prepare(net)
+    passes = -(-rep.layout.num_kernels // 100)
+    assert passes > 1 and rep.config.steps == STEPS_PER_PASS * passes
+    assert rep.config.warmup_steps == int(WARMUP_SHARE * rep.config.steps)
+    wider = registry.create("representation", "nern", {"hidden": None, "ratio": 0.44})
+    wider.prepare(net)
+    assert wider.num_parameters() <= 0.44 * wider.represented_parameters()
+    assert predictor_parameters(wider.config.hidden + 1) > 0.44 * wider.represented_parameters()

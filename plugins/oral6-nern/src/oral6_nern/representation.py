@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,8 @@ from .permutations import layer_permutation
 from .predictor import KernelPredictor, predictor_parameters
 
 FORMAT = "oral6-nern/1"
+STEPS_PER_PASS = 4000  # the benchmark's schedule, where the predictor has converged
+WARMUP_SHARE = 0.9
 
 
 class NeRNConfig(ComponentConfig):
@@ -33,8 +36,8 @@ class NeRNConfig(ComponentConfig):
     base: float = Field(0.76, gt=0, description="Base b of the encoding's frequencies π·b^k.")
     permutation: Literal["none", "infilter", "crossfilter"] = Field("crossfilter", description="Kernel ordering for smoothness.")
     layers: list[str] = Field(["layer*.*.conv*"], description="Shell patterns of the conv modules to represent (default: the residual blocks' convs); the rest are stored as they are.")
-    steps: int = Field(1000, ge=1, description="Optimisation steps.")
-    warmup_steps: int = Field(0, ge=0, description="First steps with the reconstruction loss only.")
+    steps: int | None = Field(None, ge=1, description=f"Optimisation steps (None: {STEPS_PER_PASS} per pass of kernel_batch over the kernels, at least {STEPS_PER_PASS}).")
+    warmup_steps: int | None = Field(None, ge=0, description=f"First steps with the reconstruction loss only (None: {WARMUP_SHARE:.0%} of the steps).")
     lr: float = Field(5e-3, gt=0, description="Initial learning rate of Ranger (RAdam + Lookahead).")
     final_lr: float = Field(1e-6, ge=0, description="Learning rate at the end of the cosine decay.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the predictor's gradient norm to this value (None: no clipping).")
@@ -92,6 +95,10 @@ class NeRN(Representation):
         self.stored = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in represented}
         if c.hidden is None:
             c.hidden = width_for_ratio(c.ratio * self.layout.represented_parameters(), c.levels, c.depth)
+        if c.steps is None:
+            c.steps = STEPS_PER_PASS * max(1, math.ceil(self.layout.num_kernels / c.kernel_batch))
+        if c.warmup_steps is None:
+            c.warmup_steps = int(WARMUP_SHARE * c.steps)
         self.predictor = self._new_predictor(device, c.hidden)
 
     def set_source(self, builder: str, options: dict[str, Any], input_shape: tuple[int, ...]) -> None:

@@ -78,7 +78,7 @@ def step_speed(width: int, hidden: int, steps: int, rounds: int, batch_size: int
     params = dict(net.named_parameters())
     layers = select_layers(net, ["layer*.*.conv*"])
     layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), "none") for l in layers])
-    config = registry.create("representation", "nern", {"hidden": hidden, "batch_size": batch_size, "steps": 10 * steps}).config
+    config = registry.create("representation", "nern", {"hidden": hidden, "batch_size": batch_size, "steps": 10 * steps, "warmup_steps": 0}).config
     images = torch.randn(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     results: dict[str, dict[str, float]] = {}
     for _ in range(rounds):
