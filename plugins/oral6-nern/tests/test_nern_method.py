@@ -14,7 +14,7 @@ from oral6_core.errors import ConfigError
 from oral6_nern.encoding import kernel_coordinates, positional_encoding
 from oral6_nern.layout import WeightLayout, select_layers
 from oral6_nern.losses import FeatureTap, attention_loss, feature_modules, output_distillation_loss
-from oral6_nern.permutations import greedy_chains, inverse_permutation, layer_permutation
+from oral6_nern.permutations import SEARCHED_CLUSTERS, clustered_chain, greedy_chains, inverse_permutation, layer_permutation
 from oral6_nern.predictor import KernelPredictor, predictor_parameters
 from oral6_nern.ranger import Lookahead
 
@@ -59,11 +59,12 @@ def test_coordinates_are_unique_and_cover_every_kernel():
     assert torch.equal(kernel_coordinates([(2, 3)]), torch.tensor([[0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 1, 0], [0, 1, 1], [0, 1, 2]]))
 
 
-def _slow_chain(vectors: torch.Tensor) -> list[int]:
+def _slow_chain(vectors: torch.Tensor, similarity=None) -> list[int]:
     unit = torch.nn.functional.normalize(vectors, dim=-1)
+    similarity = similarity or (lambda i, j: float(unit[i] @ unit[j]))
     order, left = [0], set(range(1, len(vectors)))
     while left:
-        sims = {j: float(unit[order[-1]] @ unit[j]) for j in left}
+        sims = {j: similarity(order[-1], j) for j in left}
         nxt = max(sims, key=sims.get)
         order.append(nxt)
         left.remove(nxt)
@@ -75,6 +76,36 @@ def test_vectorised_chain_is_the_greedy_nearest_neighbour_chain():
     chains = greedy_chains(vectors)
     for b in range(3):
         assert chains[b].tolist() == _slow_chain(vectors[b].float())
+
+
+def test_clustered_chain_is_exact_when_it_searches_every_cluster():
+    vectors = torch.randn(300, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert clustered_chain(vectors, cluster_size=20, searched=10**6).tolist() == _slow_chain(vectors)
+
+
+def test_clustered_chain_is_within_one_percent_of_greedy_smoothness():
+    vectors = torch.randn(4096, 9, generator=torch.Generator().manual_seed(4))
+    unit = torch.nn.functional.normalize(vectors, dim=1)
+
+    def smoothness(order: torch.Tensor) -> float:
+        return (unit[order[1:]] * unit[order[:-1]]).sum().item()
+
+    order = clustered_chain(vectors, cluster_size=16, searched=SEARCHED_CLUSTERS)
+    assert sorted(order.tolist()) == list(range(4096))
+    assert smoothness(order) >= 0.99 * smoothness(greedy_chains(vectors.unsqueeze(0))[0])
+
+
+def test_infilter_orders_filters_by_the_sum_of_kernel_cosines():
+    weight = torch.randn(7, 5, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    perm = layer_permutation(weight, "infilter").view(7, 5)
+    kernels = weight.reshape(7, 5, 9)
+    channel_orders = [_slow_chain(kernels[f]) for f in range(7)]
+    assert [sorted(row) for row in (perm % 5).tolist()] == [list(range(5))] * 7
+    assert (perm // 5)[:, 0].tolist() == (perm // 5)[:, -1].tolist()  # each rank row stays inside one filter
+    units = [torch.nn.functional.normalize(kernels[f, order], dim=-1) for f, order in enumerate(channel_orders)]
+    filter_order = _slow_chain(kernels.reshape(7, -1), lambda i, j: float((units[i] * units[j]).sum()))
+    assert (perm // 5)[:, 0].tolist() == filter_order
+    assert (perm % 5).tolist() == [channel_orders[f] for f in filter_order]
 
 
 @pytest.mark.parametrize("mode", ["none", "infilter", "crossfilter"])
@@ -193,3 +224,44 @@ def test_shapes_dataset_conforms_and_is_deterministic():
     a, b = source.load(), source.load()
     assert a.input_shape == (3, 32, 32) and a.num_classes == 10
     assert torch.equal(a.train.x, b.train.x) and len(set(a.train.y.tolist())) == 10
+
+
+def test_table_first_layer_equals_the_dense_encoding():
+    predictor = KernelPredictor(16, levels=40)
+    coords = torch.cat([kernel_coordinates([(8, 4), (16, 8)]), torch.tensor([[1, 15, 7]])])
+    assert torch.allclose(predictor(coords), predictor.dense(coords), atol=1e-6)
+
+
+def test_fused_attention_map_equals_the_formula_and_survives_huge_activations():
+    from oral6_nern.losses import attention_map
+    from oral6_nern.speed import literal_attention_map
+
+    features = torch.randn(3, 5, 4, 4, generator=torch.Generator().manual_seed(0))
+    q = features.pow(2).mean(1).flatten(1)
+    assert torch.allclose(attention_map(features), q / q.norm(dim=1, keepdim=True), atol=1e-6)
+    assert torch.allclose(literal_attention_map(features), attention_map(features), atol=1e-6)
+    assert torch.allclose(attention_map(features * 1e25), attention_map(features), atol=1e-6)
+
+
+def test_fast_step_takes_the_same_steps_as_the_literal_one():
+    from itertools import repeat
+
+    from oral6_nern.fitting import PredictorTrainer
+    from oral6_nern.representation import NeRNConfig
+    from oral6_nern.speed import DenseStepTrainer
+
+    net = tiny_resnet()
+    params = dict(net.named_parameters())
+    layers = select_layers(net, ["layer*.*.conv*", "*downsample.0"])
+    layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), "crossfilter") for l in layers])
+    config = NeRNConfig(hidden=8, levels=4, steps=3, warmup_steps=0, kernel_batch=64)
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    trained = []
+    for cls in (PredictorTrainer, DenseStepTrainer):
+        torch.manual_seed(0)
+        predictor = KernelPredictor(8, levels=4)
+        trainer = cls(predictor, layout, net, repeat(x), config)
+        losses = [trainer.step(s)["loss"].item() for s in (1, 2, 3)]
+        trained.append((losses, [p.detach().clone() for p in predictor.parameters()]))
+    assert trained[0][0] == pytest.approx(trained[1][0], rel=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(trained[0][1], trained[1][1]))

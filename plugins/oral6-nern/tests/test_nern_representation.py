@@ -12,9 +12,10 @@ from oral6_core.data import ArrayDataset, DataBundle
 from oral6_core.errors import CheckpointError, ConfigError
 from oral6_core.testing import check_component
 from oral6_nern import NeRN
+from oral6_nern.predictor import predictor_parameters
 from oral6_nern.importance import prune_highest, pruning_scores, relative_errors
 
-FAST = {"hidden": 12, "levels": 6, "steps": 12, "kernel_batch": 64, "batch_size": 8, "log_every": 4, "noise_size": 8}
+FAST = {"hidden": 12, "levels": 6, "steps": 12, "warmup_steps": 0, "kernel_batch": 64, "batch_size": 8, "log_every": 4, "noise_size": 8}
 
 
 def tiny_bundle() -> DataBundle:
@@ -83,7 +84,7 @@ def test_data_free_fit_uses_noise_and_reconstruction_only_skips_the_network():
     assert "kd" in rep.history[-1] and torch.isfinite(torch.tensor(rep.history[-1]["loss"]))
     rec_only = registry.create("representation", "nern", {**FAST, "steps": 4, "distill_weight": 0, "attention_weight": 0})
     rec_only.fit(net, None)
-    assert set(rec_only.history[-1]) == {"step", "loss", "rec"}
+    assert set(rec_only.history[-1]) == {"step", "loss", "rec", "rel_error"}
     warm = registry.create("representation", "nern", {**FAST, "steps": 8, "warmup_steps": 4})
     warm.fit(net, None)
     assert "kd" not in warm.history[0] and "kd" in warm.history[-1]
@@ -126,3 +127,32 @@ def test_pruning_criteria_remove_the_intended_weights(fitted):
             flat_zero = torch.cat([(pruned[k] == 0).flatten() for k in predicted])
             assert flat_err[flat_zero].min() >= flat_err[~flat_zero].max()
     assert torch.equal(dict(net.named_parameters())["layer1.0.conv1.weight"], params["layer1.0.conv1.weight"])
+
+
+def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged():
+    from oral6_nern.feedback import NotConvergedWarning, late_improvement, warn_if_not_converged
+
+    rep = registry.create("representation", "nern", {**FAST, "hidden": None, "steps": 30, "log_every": 3, "progress": True, "convergence_tol": 1e-5, "distill_weight": 0, "attention_weight": 0, "lr": 0.05, "final_lr": 0.05})
+    with pytest.warns(NotConvergedWarning, match="has not converged"):
+        rep.fit(tiny_resnet(), tiny_bundle())
+    assert not rep.converged and all(0 <= r["accuracy"] <= 1 for r in rep.history)
+    assert rep.config.hidden >= 1 and rep.num_parameters() <= 0.44 * rep.represented_parameters()
+    flat = [{"step": float(s), "rel_error": 0.5} for s in range(10, 110, 10)]
+    assert late_improvement(flat) == 0 and not warn_if_not_converged(flat, 0.01)
+    falling = [{"step": float(s), "rel_error": 1 / s} for s in range(10, 110, 10)]
+    assert late_improvement(falling) == pytest.approx(0.1)
+
+
+def test_default_size_and_schedule_scale_with_the_network():
+    from oral6_nern.representation import STEPS_PER_PASS, WARMUP_SHARE
+
+    net = tiny_resnet()
+    rep = registry.create("representation", "nern", {"kernel_batch": 100})
+    rep.prepare(net)
+    passes = -(-rep.layout.num_kernels // 100)
+    assert passes > 1 and rep.config.steps == STEPS_PER_PASS * passes
+    assert rep.config.warmup_steps == int(WARMUP_SHARE * rep.config.steps)
+    wider = registry.create("representation", "nern", {"hidden": None, "ratio": 0.44})
+    wider.prepare(net)
+    assert wider.num_parameters() <= 0.44 * wider.represented_parameters()
+    assert predictor_parameters(wider.config.hidden + 1) > 0.44 * wider.represented_parameters()

@@ -13,10 +13,10 @@ from torch.func import functional_call
 
 from oral6_core.data import BatchLoader, DataBundle
 from oral6_core.errors import NonFiniteLossError, ShapeError
-from oral6_core.progress import report, track
 
+from .feedback import Monitor
 from .layout import WeightLayout
-from .losses import FeatureTap, attention_loss, feature_modules, output_distillation_loss, reconstruction_loss
+from .losses import FeatureTap, attention_loss, attention_map, feature_modules, output_distillation_loss, reconstruction_loss
 from .predictor import KernelPredictor
 from .ranger import ranger
 
@@ -68,61 +68,119 @@ def distillation_inputs(model: nn.Module, data: DataBundle | None, batch_size: i
         epoch += 1
 
 
-def train_predictor(predictor: KernelPredictor, layout: WeightLayout, teacher: nn.Module, inputs: Iterator[Tensor],
-                    config: NeRNConfig) -> list[dict[str, float]]:
-    """Fit ``predictor`` so the network rebuilt from it matches ``teacher``; returns the logged loss history.
+class PredictorTrainer:
+    """Fits ``predictor`` so the network rebuilt from it matches ``teacher`` (kept in eval mode, never changed).
 
-    Each step samples a batch of kernels for L_rec. After ``warmup_steps`` (reconstruction only), when a
-    distillation weight is positive, every kernel is predicted, the network is run functionally with
-    the predicted weights, and L_kd and L_fmap flow back through the weights into the predictor.
+    Each step draws a batch of kernels for L_rec. After ``warmup_steps`` (reconstruction only), when a
+    distillation weight is positive, the step makes one predictor pass over every coordinate, takes the
+    L_rec rows from it, and runs the teacher functionally on the predicted weights (views of that one
+    pass, no copies), so L_kd and L_fmap flow back through the weights into the predictor.
     """
-    was_training = teacher.training
-    teacher.eval()
-    frozen = {name: p.detach() for name, p in teacher.named_parameters()}
-    coords = layout.coordinates()
-    target, mask = layout.targets(frozen)
-    sampler = KernelSampler(target.flatten(1).norm(dim=1), config.kernel_batch, config.uniform_prob, config.seed)
-    optimizer = ranger(predictor.parameters(), config.lr, config.lookahead_k, config.lookahead_alpha)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer.inner, T_max=config.steps, eta_min=config.final_lr)
-    distills = config.distill_weight > 0 or config.attention_weight > 0
-    tap = FeatureTap(teacher, feature_modules(teacher)) if config.attention_weight > 0 else None
-    history: list[dict[str, float]] = []
-    predictor.train()
-    for step in track(range(1, config.steps + 1), "nern fit", "step", every=max(config.steps // 10, 1)):
-        rows = sampler.sample()
-        use_network = distills and step > config.warmup_steps
-        if use_network:
-            every = predictor(coords)
-            predicted = every if rows is None else every[rows]
-        else:
-            predicted = predictor(coords if rows is None else coords[rows])
-        rec = reconstruction_loss(predicted, target if rows is None else target[rows], mask if rows is None else mask[rows])
-        terms = {"rec": rec}
-        if use_network:
-            x = next(inputs)
-            with torch.no_grad(), (tap.recording() if tap else nullcontext([])) as teacher_maps:
-                teacher_logits = teacher(x)
-            weights = {**frozen, **layout.assemble(every)}
-            with tap.recording() if tap else nullcontext([]) as student_maps:
-                student_logits = functional_call(teacher, weights, (x,))
+
+    def __init__(self, predictor: KernelPredictor, layout: WeightLayout, teacher: nn.Module, inputs: Iterator[Tensor],
+                 config: NeRNConfig) -> None:
+        self.predictor, self.layout, self.teacher, self.inputs, self.config = predictor, layout, teacher, inputs, config
+        self.frozen = {name: p.detach() for name, p in teacher.named_parameters()}
+        self.coords = layout.coordinates()
+        target, mask = layout.targets(self.frozen)
+        self.target, self.mask = target, (None if bool(mask.all()) else mask)
+        self.sampler = KernelSampler(target.flatten(1).norm(dim=1), config.kernel_batch, config.uniform_prob, config.seed)
+        self.optimizer = ranger(predictor.parameters(), config.lr, config.lookahead_k, config.lookahead_alpha)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer.inner, T_max=config.steps, eta_min=config.final_lr)
+        self.distills = config.distill_weight > 0 or config.attention_weight > 0
+        self.tap = FeatureTap(teacher, feature_modules(teacher)) if config.attention_weight > 0 else None
+
+    attention_map = staticmethod(attention_map)
+
+    def predict(self, coords: Tensor) -> Tensor:
+        """Kernels at ``coords``."""
+        return self.predictor(coords)
+
+    def assemble(self, predictions: Tensor) -> dict[str, Tensor]:
+        """Represented conv weights from the predictions of every row."""
+        return self.layout.assemble(predictions)
+
+    def _rec(self, predicted: Tensor, rows: Tensor | None) -> Tensor:
+        target = self.target if rows is None else self.target[rows]
+        mask = None if self.mask is None else (self.mask if rows is None else self.mask[rows])
+        return reconstruction_loss(predicted, target, mask)
+
+    def step(self, step: int) -> dict[str, Tensor]:
+        """One optimisation step (1-based ``step``); returns the loss terms."""
+        c = self.config
+        rows = self.sampler.sample()
+        if self.distills and step > c.warmup_steps:
+            every = self.predict(self.coords)
+            terms = {"rec": self._rec(every if rows is None else every[rows], rows)}
+            x = next(self.inputs)
+            with torch.no_grad(), (self.tap.recording() if self.tap else nullcontext([])) as teacher_maps:
+                teacher_logits = self.teacher(x)
+            with self.tap.recording() if self.tap else nullcontext([]) as student_maps:
+                student_logits = functional_call(self.teacher, {**self.frozen, **self.assemble(every)}, (x,))
             terms["kd"] = output_distillation_loss(student_logits, teacher_logits)
-            if tap is not None:
-                terms["fmap"] = attention_loss(student_maps, teacher_maps)
-        loss = rec + config.distill_weight * terms.get("kd", 0.0) + config.attention_weight * terms.get("fmap", 0.0)
-        optimizer.zero_grad()
+            if self.tap is not None:
+                terms["fmap"] = attention_loss(student_maps, teacher_maps, self.attention_map)
+        else:
+            terms = {"rec": self._rec(self.predict(self.coords if rows is None else self.coords[rows]), rows)}
+        loss = terms["rec"] + c.distill_weight * terms.get("kd", 0.0) + c.attention_weight * terms.get("fmap", 0.0)
+        self.optimizer.zero_grad()
         loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(predictor.parameters(), config.grad_clip)
-        optimizer.step()
-        schedule.step()
-        if step % config.log_every == 0 or step == config.steps:
-            row = {"step": float(step), "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-            if not math.isfinite(row["loss"]):
-                raise NonFiniteLossError(
-                    f"The NeRN loss became {row['loss']} at step {step}. Lower representation.lr or the distillation weights."
-                )
-            history.append(row)
-            report(loss=row["loss"])
-    predictor.eval()
-    teacher.train(was_training)
-    return history
+        if c.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.predictor.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+    @torch.no_grad()
+    def predicted_weights(self) -> dict[str, Tensor]:
+        """Every represented weight as the predictor gives it now."""
+        return self.assemble(self.predict(self.coords))
+
+    @torch.no_grad()
+    def relative_error(self) -> float:
+        """sqrt(mean (W − Ŵ)²) / sqrt(mean W²) over every represented weight (1 = no better than zeros)."""
+        return relative_rmse(self.frozen, self.predicted_weights())
+
+    @torch.no_grad()
+    def accuracy(self, x: Tensor, y: Tensor) -> float:
+        """Accuracy on (x, y) of the network rebuilt from the predictor as it is now."""
+        logits = functional_call(self.teacher, {**self.frozen, **self.predicted_weights()}, (x,))
+        return (logits.argmax(-1) == y).float().mean().item()
+
+    def run(self, monitor: Monitor | None = None, probe: tuple[Tensor, Tensor] | None = None) -> list[dict[str, float]]:
+        """Train for ``config.steps`` steps; every ``log_every`` steps log the losses, the relative weight error
+        and (with ``probe`` images and labels) the rebuilt network's accuracy, and pass the row to ``monitor``."""
+        c = self.config
+        was_training = self.teacher.training
+        self.teacher.eval()
+        self.predictor.train()
+        history: list[dict[str, float]] = []
+        try:
+            for step in range(1, c.steps + 1):
+                terms = self.step(step)
+                if step % c.log_every and step != c.steps:
+                    if monitor is not None:
+                        monitor(step, None)
+                    continue
+                row = {"step": float(step), **{k: v.item() for k, v in terms.items()}}
+                if not math.isfinite(row["loss"]):
+                    raise NonFiniteLossError(
+                        f"The NeRN loss became {row['loss']} at step {step}. Lower representation.lr or the distillation weights."
+                    )
+                row["rel_error"] = self.relative_error()
+                if probe is not None:
+                    row["accuracy"] = self.accuracy(*probe)
+                history.append(row)
+                if monitor is not None:
+                    monitor(step, row)
+        finally:
+            self.predictor.eval()
+            self.teacher.train(was_training)
+        return history
+
+
+def relative_rmse(original: dict[str, Tensor], predicted: dict[str, Tensor]) -> float:
+    """sqrt(mean (W − Ŵ)²) / sqrt(mean W²) over the weights named in ``predicted``."""
+    error = sum((original[k] - w).pow(2).sum() for k, w in predicted.items())
+    total = sum(original[k].pow(2).sum() for k in predicted)
+    return (error / total).sqrt().item()  # type: ignore[union-attr]

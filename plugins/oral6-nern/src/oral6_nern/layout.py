@@ -66,6 +66,8 @@ class WeightLayout:
         self.offsets = [0]
         for layer in layers:
             self.offsets.append(self.offsets[-1] + layer.kernels)
+        self.sizes = [layer.kernels for layer in layers]
+        self.gather = torch.cat([inv + start for inv, start in zip(self.inverses, self.offsets)])  # slot order -> global row
 
     @property
     def num_kernels(self) -> int:
@@ -104,14 +106,10 @@ class WeightLayout:
     def assemble(self, predictions: Tensor) -> dict[str, Tensor]:
         """Conv weights from row predictions (N, 3, 3): W_l[perm_l[r]] = P[offset_l + r]; 1×1 layers keep the centre.
 
-        Differentiable (a gather by the inverse permutation), so losses on the network reach the predictor.
+        One gather by the inverse permutations puts every kernel in its slot; the layers are views of it.
+        Differentiable, so losses on the network reach the predictor.
         """
         if predictions.shape != (self.num_kernels, KERNEL, KERNEL):
             raise ShapeError(f"Expected predictions of shape ({self.num_kernels}, 3, 3), got {tuple(predictions.shape)}.")
-        weights = {}
-        for layer, inv, start, end in zip(self.layers, self.inverses, self.offsets[:-1], self.offsets[1:]):
-            kernels = predictions[start:end][inv]
-            if layer.shape[2] == 1:
-                kernels = kernels[:, 1:2, 1:2]
-            weights[layer.name] = kernels.reshape(layer.shape)
-        return weights
+        pieces = predictions.index_select(0, self.gather).split(self.sizes)
+        return {layer.name: (p[:, 1:2, 1:2] if layer.shape[2] == 1 else p).reshape(layer.shape) for layer, p in zip(self.layers, pieces)}

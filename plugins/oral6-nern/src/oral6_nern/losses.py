@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def reconstruction_loss(predicted: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """L_rec = sqrt(mean ‖W − Ŵ‖²) over the real (masked) kernel entries."""
+def reconstruction_loss(predicted: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """L_rec = sqrt(mean ‖W − Ŵ‖²) over the real kernel entries (``mask``; None: all are real)."""
+    if mask is None:
+        return (predicted - target).pow(2).mean().sqrt()
     sq = (predicted - target).pow(2) * mask
     return (sq.sum() / mask.sum().clamp_min(1)).sqrt()
 
@@ -24,17 +26,21 @@ def output_distillation_loss(student_logits: Tensor, teacher_logits: Tensor) -> 
 def attention_map(features: Tensor) -> Tensor:
     """a(A) = vec(mean_c A_c²) / ‖vec(mean_c A_c²)‖ per sample (attention transfer, p = 2).
 
-    Each sample's map is scale-invariant, so A is first divided by its (constant) largest magnitude:
-    the result is unchanged but stays finite for the huge activations of a poorly reconstructed network.
+    The map is scale-invariant, so the channel sums of squares are divided by their (constant) per-sample
+    maximum before normalising, and when they overflow (the huge activations of a poorly reconstructed
+    network) the features are first divided by their largest magnitude: the result is unchanged but finite.
     """
-    scale = features.detach().flatten(1).abs().amax(1).clamp_min(1e-30).view(-1, *[1] * (features.dim() - 1))
-    a = (features / scale).pow(2).mean(1).flatten(1)
-    return a / a.pow(2).sum(1, keepdim=True).add(1e-12).sqrt()
+    q = features.square().sum(1).flatten(1)
+    if not bool(torch.isfinite(q).all()):
+        scale = torch.linalg.vector_norm(features.detach().flatten(1), float("inf"), dim=1).clamp_min(1e-30)
+        q = (features / scale.view(-1, *[1] * (features.dim() - 1))).square().sum(1).flatten(1)
+    q = q / q.detach().amax(1, keepdim=True).clamp_min(1e-30)
+    return q / q.square().sum(1, keepdim=True).add(1e-12).sqrt()
 
 
-def attention_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
-    """L_fmap = Σ_layers mean_batch ‖a(A_T) − a(A_S)‖²."""
-    terms = [(attention_map(s) - attention_map(t)).pow(2).sum(1).mean() for s, t in zip(student, teacher)]
+def attention_loss(student: list[Tensor], teacher: list[Tensor], map_fn: Callable[[Tensor], Tensor] = attention_map) -> Tensor:
+    """L_fmap = Σ_layers mean_batch ‖a(A_T) − a(A_S)‖² (a = ``map_fn``)."""
+    terms = [(map_fn(s) - map_fn(t)).pow(2).sum(1).mean() for s, t in zip(student, teacher)]
     return torch.stack(terms).sum()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -17,6 +18,9 @@ from oral6_core.errors import ConfigError
 
 PermutationMode = Literal["none", "infilter", "crossfilter"]
 MODES = ("none", "infilter", "crossfilter")
+EXACT_LIMIT = 16384  # crossfilter chains up to this many kernels are exact; longer ones use the clustered walk
+CLUSTER_SIZE = 64  # mean kernels per cluster of the clustered walk
+SEARCHED_CLUSTERS = 64  # clusters searched per step of the clustered walk
 
 
 @torch.no_grad()
@@ -43,22 +47,92 @@ def greedy_chains(vectors: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def spherical_kmeans(unit: Tensor, clusters: int, iterations: int = 8, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Centres (K, D) and assignments (N,) of unit vectors by cosine k-means, started from a seeded sample."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = unit[torch.randperm(len(unit), generator=generator)[:clusters]].clone()
+    for _ in range(iterations):
+        assign = (unit @ centres.T).argmax(1)
+        centres = F.normalize(torch.zeros_like(centres).index_add_(0, assign, unit), dim=1)
+    return centres, (unit @ centres.T).argmax(1)
+
+
+@torch.no_grad()
+def clustered_chain(vectors: Tensor, cluster_size: int = CLUSTER_SIZE, searched: int = SEARCHED_CLUSTERS) -> Tensor:
+    """A greedy nearest-neighbour chain on cosine similarity over (N, D) vectors, in near-linear time.
+
+    The unit vectors are split into about N / ``cluster_size`` clusters (cosine k-means). Each step searches
+    the ``searched`` clusters whose centres are nearest the current item's cluster at once (one padded gather
+    and one matrix-vector product) and moves to the most similar unvisited item among them. When those are
+    used up it searches instead the clusters that can hold the most similar items: from q, no item of a
+    cluster of angular radius r at angle θ is more similar than cos(max(0, θ − r)). Searching every cluster
+    gives the exact greedy chain; the README measures the default's smoothness against it. Starts at item 0.
+    """
+    unit = F.normalize(vectors.detach().cpu().double(), dim=-1).float()
+    n = len(unit)
+    centres_t, assign_t = spherical_kmeans(unit, max(1, n // cluster_size))
+    vecs, centres, assign = unit.numpy(), centres_t.numpy(), assign_t.numpy()
+    k = len(centres)
+    count = np.bincount(assign, minlength=k)
+    slots = np.zeros((k, count.max(), vecs.shape[1]), np.float32)  # each cluster's unvisited vectors come first
+    ids = np.zeros((k, count.max()), np.int64)
+    position = np.empty(n, np.int64)
+    members = np.split(np.argsort(assign, kind="stable"), np.cumsum(count)[:-1])
+    for c, mine in enumerate(members):
+        slots[c, : len(mine)], ids[c, : len(mine)], position[mine] = vecs[mine], mine, np.arange(len(mine))
+    cos_r = np.clip([(vecs[mine] @ centres[c]).min() if len(mine) else 1.0 for c, mine in enumerate(members)], -1.0, 1.0)
+    sin_r = np.sqrt(1.0 - cos_r**2)
+    live = min(searched, k)
+    near = torch.topk(centres_t @ centres_t.T, live, dim=1).indices.numpy()  # each cluster's nearest clusters
+    slot_index = np.arange(slots.shape[1])
+    order = np.empty(n, np.int64)
+    current = 0
+    for step in range(n):
+        order[step] = current
+        c, p = assign[current], position[current]
+        count[c] -= 1
+        moved = ids[c, count[c]]
+        slots[c, p], ids[c, p], position[moved] = slots[c, count[c]], moved, p
+        if step == n - 1:
+            break
+        q = vecs[current]
+        chosen = near[c]
+        if not count[chosen].any():  # the neighbourhood is used up: the clusters that can hold the most similar items
+            cos_t = centres @ q  # bound = cos(θ − r) for θ > r, else 1
+            bound = np.where(cos_t >= cos_r, 1.0, cos_t * cos_r + np.sqrt(np.maximum(1.0 - cos_t**2, 0.0)) * sin_r)
+            bound[count == 0] = -np.inf
+            chosen = np.argpartition(-bound, live - 1)[:live] if live < k else np.arange(k)
+        similarity = slots[chosen] @ q
+        similarity[slot_index >= count[chosen, None]] = -np.inf
+        row, col = divmod(int(similarity.argmax()), slots.shape[1])
+        current = int(ids[chosen[row], col])
+    return torch.from_numpy(order).to(vectors.device)
+
+
+@torch.no_grad()
 def layer_permutation(weight: Tensor, mode: str) -> Tensor:
     """The rank -> flat kernel index permutation of a conv weight (F, C, k, k) for ``mode``.
 
-    ``crossfilter``: one chain over all F·C kernels. ``infilter``: a chain over the channels of each
-    filter, then a chain over the filters (compared with their channels in chain order).
+    ``crossfilter``: one chain over all F·C kernels (exact greedy up to ``EXACT_LIMIT`` kernels, the clustered
+    walk of ``clustered_chain`` above). ``infilter``: a chain over the channels of each filter, then a chain over
+    the filters, two filters being as similar as the sum of the cosine similarities of their kernels with the
+    channels in chain order (the reference's criterion).
     """
     filters, channels = weight.shape[:2]
     kernels = weight.reshape(filters, channels, -1)
     if mode == "none":
         return torch.arange(filters * channels, device=weight.device)
     if mode == "crossfilter":
-        return greedy_chains(kernels.reshape(1, filters * channels, -1))[0]
+        flat = kernels.reshape(filters * channels, -1)
+        if len(flat) <= EXACT_LIMIT:
+            return greedy_chains(flat.unsqueeze(0))[0]
+        return clustered_chain(flat)
     if mode == "infilter":
         channel_order = greedy_chains(kernels)  # (F, C)
         ordered = torch.gather(kernels, 1, channel_order.unsqueeze(-1).expand_as(kernels))
-        filter_order = greedy_chains(ordered.reshape(1, filters, -1))[0]  # (F,)
+        # Unit kernels concatenated: the dot product of two filters is the sum of their kernels' cosines (each such
+        # vector has norm √C unless a kernel is zero, so the chain's own normalisation leaves the order unchanged).
+        filter_order = greedy_chains(F.normalize(ordered, dim=-1).reshape(1, filters, -1))[0]  # (F,)
         return (filter_order.unsqueeze(1) * channels + channel_order[filter_order]).reshape(-1)
     raise ConfigError(f"Unknown permutation mode {mode!r}; use one of: {', '.join(MODES)}.")
 

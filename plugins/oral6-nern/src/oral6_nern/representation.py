@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,23 +17,27 @@ from oral6_core.errors import CheckpointError, ShapeError
 from oral6_core.io import load_torch, save_torch
 
 from .architecture import build_architecture, check_same_structure, describe_architecture
-from .fitting import distillation_inputs, train_predictor
+from .feedback import training_progress, warn_if_not_converged
+from .fitting import PredictorTrainer, distillation_inputs
 from .layout import RepresentedLayer, WeightLayout, select_layers
 from .permutations import layer_permutation
-from .predictor import KernelPredictor
+from .predictor import KernelPredictor, predictor_parameters
 
 FORMAT = "oral6-nern/1"
+STEPS_PER_PASS = 4000  # the benchmark's schedule, where the predictor has converged
+WARMUP_SHARE = 0.9
 
 
 class NeRNConfig(ComponentConfig):
-    hidden: int = Field(160, ge=1, description="Width h of the predictor's hidden layers.")
+    hidden: int | None = Field(None, ge=1, description="Width h of the predictor's hidden layers (None: the widest predictor within `ratio` of the represented weights).")
+    ratio: float = Field(0.44, gt=0, description="Predictor size / represented weights that sets h when hidden is None (0.44 gives the paper's h=160 on a width-16 ResNet-20).")
     depth: int = Field(5, ge=2, description="Linear layers in the predictor (the paper uses 5).")
     levels: int = Field(40, ge=1, description="Frequencies L of the positional encoding (6L inputs).")
     base: float = Field(0.76, gt=0, description="Base b of the encoding's frequencies π·b^k.")
     permutation: Literal["none", "infilter", "crossfilter"] = Field("crossfilter", description="Kernel ordering for smoothness.")
     layers: list[str] = Field(["layer*.*.conv*"], description="Shell patterns of the conv modules to represent (default: the residual blocks' convs); the rest are stored as they are.")
-    steps: int = Field(1000, ge=1, description="Optimisation steps.")
-    warmup_steps: int = Field(0, ge=0, description="First steps with the reconstruction loss only.")
+    steps: int | None = Field(None, ge=1, description=f"Optimisation steps (None: {STEPS_PER_PASS} per pass of kernel_batch over the kernels, at least {STEPS_PER_PASS}).")
+    warmup_steps: int | None = Field(None, ge=0, description=f"First steps with the reconstruction loss only (None: {WARMUP_SHARE:.0%} of the steps).")
     lr: float = Field(5e-3, gt=0, description="Initial learning rate of Ranger (RAdam + Lookahead).")
     final_lr: float = Field(1e-6, ge=0, description="Learning rate at the end of the cosine decay.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the predictor's gradient norm to this value (None: no clipping).")
@@ -44,7 +49,10 @@ class NeRNConfig(ComponentConfig):
     attention_weight: float = Field(1e-4, ge=0, description="Weight of the attention feature-map loss.")
     batch_size: int = Field(64, ge=1, description="Images per distillation batch.")
     noise_size: int = Field(32, ge=1, description="Side of the noise images used without data (and the recorded input size).")
-    log_every: int = Field(50, ge=1, description="Log the losses every this many steps.")
+    log_every: int = Field(50, ge=1, description="Log the losses, the weight error and the probe accuracy every this many steps.")
+    probe_samples: int = Field(500, ge=0, description="Validation (else test) images on which the rebuilt network's accuracy is logged (0: none).")
+    progress: bool = Field(True, description="Show a progress bar with the loss, weight error and accuracy.")
+    convergence_tol: float = Field(0.01, ge=0, description="Warn when the weight error still fell by more than this share over the last tenth of training.")
     seed: int = Field(0, description="Seed of the predictor's initialisation and of all sampling.")
     model: str | None = Field(None, description="Model builder that rebuilds the network (default: the one `oral6 represent` reads from the checkpoint; inferred for resnet20).")
     model_options: dict[str, Any] = Field(default_factory=dict, description="Options of that model builder.")
@@ -65,12 +73,13 @@ class NeRN(Representation):
         self.architecture: dict[str, Any] = {}
         self.stored: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, float]] = []
+        self.converged = True
 
-    def _new_predictor(self, device: torch.device | str) -> KernelPredictor:
+    def _new_predictor(self, device: torch.device | str, hidden: int) -> KernelPredictor:
         c = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
-            predictor = KernelPredictor(c.hidden, c.levels, c.base, c.depth)
+            predictor = KernelPredictor(hidden, c.levels, c.base, c.depth)
         return predictor.to(device)
 
     def prepare(self, model: nn.Module) -> None:
@@ -84,7 +93,13 @@ class NeRN(Representation):
         self.layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), c.permutation) for l in layers])
         represented = {l.name for l in layers}
         self.stored = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in represented}
-        self.predictor = self._new_predictor(device)
+        if c.hidden is None:
+            c.hidden = width_for_ratio(c.ratio * self.layout.represented_parameters(), c.levels, c.depth)
+        if c.steps is None:
+            c.steps = STEPS_PER_PASS * max(1, math.ceil(self.layout.num_kernels / c.kernel_batch))
+        if c.warmup_steps is None:
+            c.warmup_steps = int(WARMUP_SHARE * c.steps)
+        self.predictor = self._new_predictor(device, c.hidden)
 
     def set_source(self, builder: str, options: dict[str, Any], input_shape: tuple[int, ...]) -> None:
         """Record how the network was built (unless representation.model is set) and size noise images like its inputs."""
@@ -100,7 +115,10 @@ class NeRN(Representation):
         c = self.config
         device = next(model.parameters()).device
         inputs = distillation_inputs(model, data, c.batch_size, c.noise_size, c.seed, device)
-        self.history = train_predictor(self.predictor, self.layout, model, inputs, c)  # type: ignore[arg-type]
+        trainer = PredictorTrainer(self.predictor, self.layout, model, inputs, c)  # type: ignore[arg-type]
+        with training_progress(c.steps, c.progress) as monitor:
+            self.history = trainer.run(monitor, probe_batch(data, c.probe_samples, device))
+        self.converged = not warn_if_not_converged(self.history, c.convergence_tol)
 
     def to(self, device: torch.device | str) -> "NeRN":
         """Move the predictor, permutations and stored parameters to ``device``."""
@@ -162,8 +180,25 @@ class NeRN(Representation):
             self.layout = WeightLayout(layers, [p.long() for p in saved["permutations"]])
         except ShapeError as exc:
             raise CheckpointError(f"{path} is corrupt: {exc}") from None
-        self.predictor = self._new_predictor("cpu")
+        self.predictor = self._new_predictor("cpu", saved["predictor"]["mlp.0.weight"].shape[0])
         self.predictor.load_state_dict(saved["predictor"])
         self.predictor.eval()
         self.stored = saved["stored"]
         self.architecture = saved["architecture"]
+
+
+def width_for_ratio(budget: float, levels: int, depth: int) -> int:
+    """The widest hidden width whose predictor has at most ``budget`` parameters (at least 1)."""
+    hidden = 1
+    while predictor_parameters(hidden + 1, levels, depth) <= budget:
+        hidden += 1
+    return hidden
+
+
+def probe_batch(data: DataBundle | None, samples: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Up to ``samples`` labelled validation (else test) images for logging accuracy while fitting; None without data."""
+    split = None if data is None else (data.val if data.val is not None else data.test)
+    if split is None or samples == 0 or data.task.likelihood != "categorical" or not hasattr(split, "x"):  # type: ignore[union-attr]
+        return None
+    count = min(samples, len(split))  # type: ignore[arg-type]
+    return split.x[:count].to(device), split.y[:count].to(device)  # type: ignore[attr-defined]
