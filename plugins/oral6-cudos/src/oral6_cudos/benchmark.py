@@ -106,7 +106,8 @@ class CUDOSStreamBenchmark(Benchmark):
             train_seconds[0] += time.perf_counter() - started[0]
             for seen in range(index + 1):
                 e = stream[seen]
-                scores[(index, seen)] = evaluate_representation(model.encode, e.data, e.factor_names, eval_samples, seed)
+                scores[(index, seen)] = evaluate_representation(model.encode, e.data, e.factor_names, eval_samples, seed,
+                                                               dci_trees=10 if quick else 100)
             codes = encode_dataset(model.encode, env.data.x[:eval_samples])
             if index > 0:
                 previous = set(stream[index - 1].varying)
