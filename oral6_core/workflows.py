@@ -123,6 +123,8 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
         if "device" not in registry.get("generative-model", model_name).Config.model_fields:
             raise ConfigError(f"Generative model {model_name!r} has no device option; it decides where it runs itself.")
         options = {**options, "model": {**options.get("model", {}), "device": device}}
+    if "seed" in registry.get("generative-model", model_name).Config.model_fields and "seed" not in options.get("model", {}):
+        options = {**options, "model": {**options.get("model", {}), "seed": seed}}  # --seed seeds the model too
     model = registry.create("generative-model", model_name, options.get("model"))
     bundle = _load_bundle(dataset, options.get("dataset"), seed)
     if not bundle.stream:
