@@ -333,7 +333,9 @@ def fit_generative(
 ) -> None:
     """Train a generative model on a stream of environments; report disentanglement after each."""
     options = parse_set_options(sets or [], ("model", "dataset"))
-    rows, out_dir = workflows.fit_generative(model, dataset, out, seed, options, lambda r: console.print(_row_line(r)), device)
+    summary: dict[str, Any] = {}
+    rows, out_dir = workflows.fit_generative(model, dataset, out, seed, options, lambda r: console.print(_row_line(r)), device,
+                                             summary.update)
     table = Table(title="Disentanglement after each environment")
     columns = list(rows[0]) if rows else []
     for c in columns:
@@ -341,6 +343,7 @@ def fit_generative(
     for r in rows:
         table.add_row(*(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns))
     console.print(table)
+    _print_pairs("After the last environment", summary)
     console.print(f"Wrote {out_dir}/metrics.json and pictures in {out_dir}/")
 
 

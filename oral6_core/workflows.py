@@ -113,9 +113,37 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
     return report
 
 
+def _active_dims(encode: Callable[[Any], Any], x: Any, relative: float = 0.1) -> int:
+    """Code dimensions whose standard deviation over ``x`` (up to 2,000 rows) exceeds ``relative`` × the largest."""
+    import torch
+
+    with torch.no_grad():
+        codes = torch.cat([encode(x[i : i + 256]).float().cpu().flatten(1) for i in range(0, min(len(x), 2000), 256)])
+    spread = codes.std(dim=0)
+    return int((spread > relative * spread.max().clamp_min(1e-12)).sum())
+
+
+def _stream_summary(rows: list[dict[str, Any]], environments: int, active: list[int], train_seconds: float,
+                    steps: int | None) -> dict[str, Any]:
+    """Scores after the last environment averaged over environments, active dims per environment, training time."""
+    last = [r for r in rows if r["after"] == environments]
+    keys = [k for k, v in (last[0].items() if last else []) if isinstance(v, float)]
+    summary: dict[str, Any] = {f"final_{k}": sum(r[k] for r in last) / len(last) for k in keys}
+    summary.update(active_dims=active, train_seconds=train_seconds)
+    if steps:
+        summary.update(steps=steps, seconds_per_step=train_seconds / steps)
+    return summary
+
+
 def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, options: dict[str, dict[str, Any]],
-                   on_row: Callable[[dict[str, Any]], None] | None = None, device: str | None = None) -> tuple[list[dict[str, Any]], Path]:
-    """Fit a generative model on a dataset's stream; disentanglement of every seen environment after each one."""
+                   on_row: Callable[[dict[str, Any]], None] | None = None, device: str | None = None,
+                   on_summary: Callable[[dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], Path]:
+    """Fit a generative model on a dataset's stream; disentanglement of every seen environment after each one.
+
+    ``metrics.json`` also holds a summary: the final scores (mean over environments after the last one),
+    the active code dims of each environment after it (std > 0.1 × the largest) and the training
+    time per step (evaluation and pictures excluded; steps from the model's ``global_step`` where it has one).
+    """
     from .metrics.disentanglement import evaluate_representation
 
     seed_everything(seed)
@@ -132,8 +160,12 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
     out_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model_name}-{dataset}"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    active: list[int] = []
+    clock = {"train": 0.0, "since": time.perf_counter()}
 
     def after_environment(index: int, _env: Any) -> None:
+        clock["train"] += time.perf_counter() - clock["since"]
+        active.append(_active_dims(model.encode, bundle.stream[index].data.x))
         for seen, env in enumerate(bundle.stream[: index + 1]):
             scores = evaluate_representation(model.encode, env.data, env.factor_names, seed=seed)
             row = {"after": index + 1, "environment": env.name, **scores}
@@ -142,9 +174,14 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
                 on_row(row)
         if hasattr(model, "save_visuals"):
             model.save_visuals(out_dir, index)
+        clock["since"] = time.perf_counter()
 
     model.fit(bundle.stream, after_environment)
-    write_json({"model": model_name, "dataset": dataset, "options": options, "rows": rows}, out_dir / "metrics.json")
+    summary = _stream_summary(rows, len(bundle.stream), active, clock["train"], getattr(model, "global_step", None))
+    write_json({"model": model_name, "dataset": dataset, "options": options, "rows": rows, "summary": summary},
+               out_dir / "metrics.json")
+    if on_summary is not None:
+        on_summary(summary)
     if hasattr(model, "save"):
         model.save(out_dir / "model.pt")
     return rows, out_dir

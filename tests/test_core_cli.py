@@ -224,6 +224,9 @@ def test_fit_generative_scores_each_seen_environment(cli, workflow_plugin, tmp_p
     assert code == 0, out
     rows = json.loads((tmp_path / "metrics.json").read_text())["rows"]
     assert [(r["after"], r["environment"]) for r in rows] == [(1, "env0"), (2, "env0"), (2, "env1")]
+    summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
+    assert summary["final_mig"] == 1.0 and summary["active_dims"] == [2, 2]  # codes = inputs: two varying columns
+    assert "After the last environment" in out
     code, out = cli("fit-generative", "--model", "test-identity", "--dataset", "digits")
     assert code == 2 and "no stream" in out
 

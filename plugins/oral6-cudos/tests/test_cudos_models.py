@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -149,6 +150,11 @@ def test_cli_fit_generative_prints_a_table_and_writes_metrics(tmp_path, cheap_dc
     assert "Disentanglement after each environment" in text and "mig" in text
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "model.pt").is_file()
     assert (tmp_path / "env3-som.png").is_file()
+    summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
+    assert "After the last environment" in text and "seconds per step" in text
+    assert len(summary["active_dims"]) == 3 and all(0 <= d <= 3 for d in summary["active_dims"])
+    # one batch of 64 images per environment: 3 steps
+    assert summary["steps"] == 3 and summary["seconds_per_step"] > 0 and 0 <= summary["final_mig"] <= 1
 
 
 def test_fit_generative_seed_seeds_the_model_and_the_data(tmp_path, cheap_dci):
