@@ -178,6 +178,8 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
 
     model.fit(bundle.stream, after_environment)
     summary = _stream_summary(rows, len(bundle.stream), active, clock["train"], getattr(model, "global_step", None))
+    if hasattr(model, "active_dims"):  # the model's own count per environment (CUDOS: spike above its threshold)
+        summary["model_active_dims"] = [int(model.active_dims(k).sum()) for k in range(len(bundle.stream))]
     write_json({"model": model_name, "dataset": dataset, "options": options, "rows": rows, "summary": summary},
                out_dir / "metrics.json")
     if on_summary is not None:

@@ -153,6 +153,7 @@ def test_cli_fit_generative_prints_a_table_and_writes_metrics(tmp_path, cheap_dc
     summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
     assert "After the last environment" in text and "seconds per step" in text
     assert len(summary["active_dims"]) == 3 and all(0 <= d <= 3 for d in summary["active_dims"])
+    assert len(summary["model_active_dims"]) == 3 and all(0 <= d <= 3 for d in summary["model_active_dims"])
     # one batch of 64 images per environment: 3 steps
     assert summary["steps"] == 3 and summary["seconds_per_step"] > 0 and 0 <= summary["final_mig"] <= 1
 
