@@ -623,13 +623,14 @@ def fit_generative(
     if spec and out is None:
         out = Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{dataset}"
     config = {"model": model, "dataset": dataset, "seed": seed, "options": options}
+    summary: dict[str, Any] = {}
 
     def run(logs: Any) -> tuple[list[dict[str, Any]], Path]:
         def on_row(row: dict[str, Any]) -> None:
             console.print(_row_line(row))
             logs.log({f"{row['environment']}/{k}": v for k, v in row.items()}, row["after"])
 
-        return workflows.fit_generative(model, dataset, out, seed, options, on_row, device)
+        return workflows.fit_generative(model, dataset, out, seed, options, on_row, device, summary.update)
 
     with shown(progress):
         rows, out_dir = run_tracked(spec, out, "fit-generative", config, run)
@@ -638,6 +639,7 @@ def fit_generative(
     for r in rows:
         table.add_row(*(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns))
     console.print(table)
+    _print_pairs("After the last environment", summary)
     console.print(f"Wrote {out_dir}/metrics.json and pictures in {out_dir}/")
 
 

@@ -147,9 +147,37 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
     return report
 
 
+def _active_dims(encode: Callable[[Any], Any], x: Any, relative: float = 0.1) -> int:
+    """Code dimensions whose standard deviation over ``x`` (up to 2,000 rows) exceeds ``relative`` × the largest."""
+    import torch
+
+    with torch.no_grad():
+        codes = torch.cat([encode(x[i : i + 256]).float().cpu().flatten(1) for i in range(0, min(len(x), 2000), 256)])
+    spread = codes.std(dim=0)
+    return int((spread > relative * spread.max().clamp_min(1e-12)).sum())
+
+
+def _stream_summary(rows: list[dict[str, Any]], environments: int, active: list[int], train_seconds: float,
+                    steps: int | None) -> dict[str, Any]:
+    """Scores after the last environment averaged over environments, active dims per environment, training time."""
+    last = [r for r in rows if r["after"] == environments]
+    keys = [k for k, v in (last[0].items() if last else []) if isinstance(v, float)]
+    summary: dict[str, Any] = {f"final_{k}": sum(r[k] for r in last) / len(last) for k in keys}
+    summary.update(active_dims=active, train_seconds=train_seconds)
+    if steps:
+        summary.update(steps=steps, seconds_per_step=train_seconds / steps)
+    return summary
+
+
 def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, options: dict[str, dict[str, Any]],
-                   on_row: Callable[[dict[str, Any]], None] | None = None, device: str | None = None) -> tuple[list[dict[str, Any]], Path]:
-    """Fit a generative model on a dataset's stream; disentanglement of every seen environment after each one."""
+                   on_row: Callable[[dict[str, Any]], None] | None = None, device: str | None = None,
+                   on_summary: Callable[[dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], Path]:
+    """Fit a generative model on a dataset's stream; disentanglement of every seen environment after each one.
+
+    ``metrics.json`` also holds a summary: the final scores (mean over environments after the last one),
+    the active code dims of each environment after it (std > 0.1 × the largest) and the training
+    time per step (evaluation and pictures excluded; steps from the model's ``global_step`` where it has one).
+    """
     if out is not None:
         check_writable(out)
     from .metrics.disentanglement import evaluate_representation
@@ -159,6 +187,8 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
         if "device" not in registry.get("generative-model", model_name).Config.model_fields:
             raise ConfigError(f"Generative model {model_name!r} has no device option; it decides where it runs itself.")
         options = {**options, "model": {**options.get("model", {}), "device": device}}
+    if "seed" in registry.get("generative-model", model_name).Config.model_fields and "seed" not in options.get("model", {}):
+        options = {**options, "model": {**options.get("model", {}), "seed": seed}}  # --seed seeds the model too
     model = registry.create("generative-model", model_name, options.get("model"))
     source = registry.create("dataset", dataset, options.get("dataset"))
     bundle = source.load(seed=seed)
@@ -169,8 +199,12 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     progress = Progress(f"fit-generative {model_name}", total=len(bundle.stream))
+    active: list[int] = []
+    clock = {"train": 0.0, "since": time.perf_counter()}
 
     def after_environment(index: int, _env: Any) -> None:
+        clock["train"] += time.perf_counter() - clock["since"]
+        active.append(_active_dims(model.encode, bundle.stream[index].data.x))
         for seen, env in enumerate(bundle.stream[: index + 1]):
             scores = evaluate_representation(model.encode, env.data, env.factor_names, seed=seed)
             row = {"after": index + 1, "environment": env.name, **scores}
@@ -181,16 +215,23 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
                         **{k: v for k, v in rows[-1].items() if isinstance(v, float)})
         if hasattr(model, "save_visuals"):
             model.save_visuals(out_dir, index)
+        clock["since"] = time.perf_counter()
 
     with progress:
         model.fit(bundle.stream, after_environment)
+    summary = _stream_summary(rows, len(bundle.stream), active, clock["train"], getattr(model, "global_step", None))
+    if hasattr(model, "active_dims"):  # the model's own count per environment (CUDOS: spike above its threshold)
+        summary["model_active_dims"] = [int(model.active_dims(k).sum()) for k in range(len(bundle.stream))]
+    if on_summary is not None:
+        on_summary(summary)
     outputs = {}
     if hasattr(model, "save"):
         model.save(out_dir / "model.pt")
         outputs["model"] = "model.pt"
     outputs.update({p.name: p.name for p in sorted(out_dir.glob("*.png"))})
     used = {"model": model_name, "dataset": dataset, "model_options": resolved(model), "dataset_options": resolved(source)}
-    record(out_dir / "metrics.json", "fit-generative", {"model": model_name, "dataset": dataset, "rows": rows}, used, seed, outputs)
+    record(out_dir / "metrics.json", "fit-generative", {"model": model_name, "dataset": dataset, "rows": rows, "summary": summary},
+           used, seed, outputs)
     return rows, out_dir
 
 

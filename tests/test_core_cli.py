@@ -245,6 +245,8 @@ def test_fit_generative_scores_each_seen_environment(cli, workflow_plugin, tmp_p
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert [(r["after"], r["environment"]) for r in record["rows"]] == [(1, "env0"), (2, "env0"), (2, "env1")]
     assert record["workflow"] == "fit-generative" and record["seed"] == 0 and "dataset_options" in record["options"]
+    assert record["summary"]["final_mig"] == 1.0 and record["summary"]["active_dims"] == [2, 2]  # codes = inputs: two varying columns
+    assert "After the last environment" in out
     code, out = cli("fit-generative", "--model", "test-identity", "--dataset", "digits")
     assert code == 2 and "no stream" in out
 

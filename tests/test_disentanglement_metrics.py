@@ -47,12 +47,26 @@ def test_mig_is_zero_when_two_dims_copy_the_same_factor():
 
 
 def test_dci_disentanglement_separates_aligned_from_rotated_codes():
-    factors = _factors()
+    factors = _factors(600, (3, 4, 5))
     codes = _aligned(factors)
-    d_aligned, c_aligned = dci_from_importance(importance_matrix(codes, factors)[0])
-    d_rotated, _ = dci_from_importance(importance_matrix(_rotated(codes), factors)[0])
-    assert d_aligned > 0.9 and c_aligned > 0.9
+    importance, informativeness = importance_matrix(codes, factors, trees=30)
+    d_aligned, c_aligned = dci_from_importance(importance)
+    d_rotated, _ = dci_from_importance(importance_matrix(_rotated(codes), factors, trees=30)[0])
+    assert d_aligned > 0.95 and c_aligned > 0.95 and informativeness > 0.95
     assert d_rotated < d_aligned - 0.3
+
+
+def test_boosted_importances_give_the_known_dci_of_a_code_whose_first_dim_holds_two_factors():
+    # z0 encodes (a, b) jointly, z1 encodes c: R = [[1, 1, 0], [0, 0, 1]] up to the boosted trees' fit, so
+    # D = 2/3 (1 − log_3 2) + 1/3 · 1 (row weights 2/3 and 1/3) and C = 1 (each factor lives in one dim).
+    factors = _factors(600, (3, 3, 4), seed=2)
+    noise = 0.01 * np.random.default_rng(4).standard_normal((600, 2))
+    codes = np.stack([(3 * factors[:, 0] + factors[:, 1]) / 9, factors[:, 2] / 4], axis=1) + noise
+    importance, informativeness = importance_matrix(codes, factors)
+    np.testing.assert_allclose(importance, [[1, 1, 0], [0, 0, 1]], atol=0.02)
+    disentanglement, completeness = dci_from_importance(importance)
+    assert disentanglement == pytest.approx(2 / 3 * (1 - np.log(2) / np.log(3)) + 1 / 3, abs=0.02)
+    assert completeness == pytest.approx(1.0, abs=0.02) and informativeness > 0.95
 
 
 def test_dci_of_a_known_importance_matrix():
@@ -71,10 +85,22 @@ def test_leakage_counts_only_new_factors_in_old_dims():
     factors = _factors()
     codes = _aligned(factors)
     old = np.array([True, False, False])
-    assert leakage(codes, factors, old, [2]) < 0.05
+    assert abs(leakage(codes, factors, old, [2])) < 0.05
     leaky = codes.copy()
     leaky[:, 0] = codes[:, 2]
     assert leakage(leaky, factors, old, [2]) > 0.9
+
+
+def test_leakage_of_uninformative_dims_is_near_zero_once_the_permutation_baseline_is_subtracted():
+    rng = np.random.default_rng(5)
+    factors = _factors(600, (10,), seed=5)
+    noise = rng.standard_normal((600, 15))
+    old = np.ones(15, dtype=bool)
+    assert leakage(noise, factors, old, [0], permutations=0) > 0.5  # the plug-in estimator's bias
+    assert abs(leakage(noise, factors, old, [0])) < 0.1
+    leaky = noise.copy()
+    leaky[:, 3] = factors[:, 0] + 0.01 * rng.standard_normal(600)
+    assert leakage(leaky, factors, old, [0]) > 0.8
 
 
 def test_evaluate_representation_encodes_data_and_drops_constant_factors():
@@ -82,7 +108,8 @@ def test_evaluate_representation_encodes_data_and_drops_constant_factors():
     factors = torch.cat([factors, torch.zeros(len(factors), 1, dtype=torch.long)], dim=1)
     x = factors.float().unsqueeze(1).repeat(1, 2, 1)  # [N, 2, 4]: inputs carry the factors
     data = ArrayDataset(x, factors)
-    scores = evaluate_representation(lambda b: b[:, 0, :3] / 10, data, ["a", "b", "c", "const"], num_samples=600)
+    scores = evaluate_representation(lambda b: b[:, 0, :3] / 10, data, ["a", "b", "c", "const"], num_samples=600,
+                                    dci_trees=20)
     assert {"mig", "dci_disentanglement", "factorvae", "mig_sup"} <= set(scores)
     assert scores["mig"] > 0.85 and scores["dci_disentanglement"] > 0.85 and scores["factorvae"] > 0.95
     with pytest.raises(ShapeError, match="factor names"):

@@ -73,6 +73,23 @@ def test_som_loss_pulls_the_best_component_towards_the_data():
     assert (som.means - 0.8).norm(dim=1).min().item() < start / 2
 
 
+def test_a_som_fitted_online_on_clustered_codes_spreads_them_over_many_nodes():
+    # 8 tight clusters, a 4×4 map updated one code at a time while σ anneals (1 → 0.05, scaled to the small grid).
+    g = torch.Generator().manual_seed(0)
+    clusters, steps = 8, 50
+    centres = torch.rand(clusters, 4, generator=g) * 4 - 2
+    probe = centres.repeat_interleave(16, 0) + 0.05 * torch.randn(16 * clusters, 4, generator=g)
+    som = SOMPrior(4, 4, 4, generator=g)
+    optimizer = som.make_optimizer(lr=0.01, var_lr=1e-4)
+    before = som.usage(probe)
+    for step in range(steps):
+        batch = probe[torch.randint(len(probe), (8,), generator=g)]
+        som.update(optimizer, batch, annealed_sigma(step, 1.0, 0.05, steps // 3, steps))
+    after = som.usage(probe)
+    assert after["nodes_used"] >= 5 and after["perplexity"] > 4.0  # a collapsed map has one node, perplexity 1
+    assert after["quantisation_error"] < 0.25 * before["quantisation_error"]
+
+
 @pytest.mark.parametrize("sizes, render", [(SHAPES3D_FACTORS, render_shapes3d), (DSPRITES_FACTORS, render_dsprites)])
 def test_renderer_is_deterministic_and_every_factor_changes_the_image(sizes, render):
     rng = np.random.default_rng(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,6 +21,16 @@ CUDOS_TINY = {**TINY, "som_rows": 3, "som_cols": 3, "anneal_begin": 1, "anneal_e
 @pytest.fixture(scope="module")
 def stream():
     return registry.create("dataset", "dsprites-stream", {"samples_per_environment": 64}).load(0).stream
+
+
+@pytest.fixture
+def cheap_dci(monkeypatch):
+    """Few boosting stages in DCI, so that fit-generative's evaluation after each environment stays cheap."""
+    from functools import partial
+
+    from oral6_core.metrics import disentanglement
+
+    monkeypatch.setattr(disentanglement, "evaluate_representation", partial(disentanglement.evaluate_representation, dci_trees=2))
 
 
 def make(name: str, **extra):
@@ -122,7 +133,7 @@ def test_bad_input_raises_clear_errors(stream):
         make("beta-vae").load(Path("/nonexistent/model.pt"))
 
 
-def test_cli_fit_generative_prints_a_table_and_writes_metrics(tmp_path):
+def test_cli_fit_generative_prints_a_table_and_writes_metrics(tmp_path, cheap_dci):
     from typer.testing import CliRunner
 
     from oral6_core.cli import app
@@ -139,3 +150,31 @@ def test_cli_fit_generative_prints_a_table_and_writes_metrics(tmp_path):
     assert "Disentanglement after each environment" in text and "mig" in text
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "model.pt").is_file()
     assert (tmp_path / "env3-som.png").is_file()
+    summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
+    assert "After the last environment" in text and "seconds per step" in text
+    assert len(summary["active_dims"]) == 3 and all(0 <= d <= 3 for d in summary["active_dims"])
+    assert len(summary["model_active_dims"]) == 3 and all(0 <= d <= 3 for d in summary["model_active_dims"])
+    # one batch of 64 images per environment: 3 steps
+    assert summary["steps"] == 3 and summary["seconds_per_step"] > 0 and 0 <= summary["final_mig"] <= 1
+
+
+def test_fit_generative_seed_seeds_the_model_and_the_data(tmp_path, cheap_dci):
+    from oral6_core.io import load_torch
+    from oral6_core.workflows import fit_generative
+
+    options = {"model": {k: v for k, v in CUDOS_TINY.items() if k != "device"}, "dataset": {"samples_per_environment": 64}}
+
+    def run(seed: int, name: str) -> tuple[list, dict]:
+        rows, out = fit_generative("cudos", "dsprites-stream", tmp_path / name, seed, options, device="cpu")
+        return rows, load_torch(out / "model.pt")
+
+    rows_a, saved_a = run(1, "a")
+    rows_b, saved_b = run(1, "b")
+    rows_c, saved_c = run(2, "c")
+    assert rows_a == rows_b
+    for key, weights in saved_a["state"]["networks"]["encoder"].items():
+        assert torch.equal(weights, saved_b["state"]["networks"]["encoder"][key])
+    assert not torch.equal(saved_a["state"]["preview"], saved_c["state"]["preview"])  # other data
+    encoder_a, encoder_c = saved_a["state"]["networks"]["encoder"], saved_c["state"]["networks"]["encoder"]
+    assert any(not torch.equal(encoder_a[k], encoder_c[k]) for k in encoder_a if encoder_a[k].is_floating_point())
+    assert rows_a != rows_c

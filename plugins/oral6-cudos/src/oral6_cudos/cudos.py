@@ -57,10 +57,7 @@ class CUDOS(StreamVAE):
             {"params": [*self.encoder.parameters(), *self.decoder.parameters()], "lr": c.lr},
             {"params": [self.spike_logits], "lr": c.spike_lr},
         ])
-        self.som_optimizer = torch.optim.Adam([
-            {"params": [self.som.means, self.som.slab_raw, self.som.mixture_logits], "lr": c.som_lr},
-            {"params": [self.som.logvars], "lr": c.som_var_lr},
-        ])
+        self.som_optimizer = self.som.make_optimizer(c.som_lr, c.som_var_lr)
         self.node_hits = torch.zeros(self.som.num_components, c.max_environments, device=self.device)
         self.slots = 1  # spike-vector slots in use
         self.current_slot = 0
@@ -147,7 +144,7 @@ class CUDOS(StreamVAE):
     # ------------------------------------------------------------------ training
 
     def train_step(self, x: Tensor, index: int) -> dict[str, float]:
-        """Two VAE steps on the batch (plus half a batch of replay in the continual phase), then one SOM step on the codes."""
+        """Two VAE steps on the batch (plus half a batch of replay in the continual phase), then one SOM step per code."""
         slot = self.choose_slot(x, index)
         slots = torch.full((x.shape[0],), slot, dtype=torch.long, device=x.device)
         replayed = self.replay_batch(max(x.shape[0] // 2, 1)) if self.old is not None else None
@@ -162,16 +159,13 @@ class CUDOS(StreamVAE):
         z = terms["z"].detach()
         if replayed is not None:
             z = torch.cat([z, replayed[1]])
-        som_loss = self.som.loss(z, self.sigma(), self.config.spike_prior)
-        self.som_optimizer.zero_grad(set_to_none=True)
-        som_loss.backward()
-        self.som_optimizer.step()
+        som_loss = self.som.update(self.som_optimizer, z, self.sigma(), self.config.spike_prior)
         with torch.no_grad():
             hits = torch.bincount(self.som.bmu(terms["z"].detach()), minlength=self.som.num_components)
             self.node_hits[:, slot] += hits
         recon = float(terms["recon"].detach())
         self.recon_mean = recon if self.recon_mean is None else 0.9 * self.recon_mean + 0.1 * recon
-        return {"loss": float(loss.detach()), "recon": recon, "som": float(som_loss.detach())}
+        return {"loss": float(loss.detach()), "recon": recon, "som": som_loss}
 
     @torch.no_grad()
     def reconstruction_under(self, x: Tensor, slot: int) -> float:

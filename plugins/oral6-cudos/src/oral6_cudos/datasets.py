@@ -52,7 +52,7 @@ def rendered_environment(kind: str, varying: tuple[str, ...], n: int, size: int,
 class FactorDataConfig(ComponentConfig):
     samples_per_environment: int = Field(3000, ge=64, description="Images rendered per environment (the whole set for non-stream datasets).")
     image_size: int = Field(32, ge=16, le=128, description="Side of the square images (a multiple of 8).")
-    data_seed: int = Field(0, description="Seed of the factor draws (rendering is deterministic).")
+    data_seed: int | None = Field(None, description="Seed of the factor draws (default: the run's seed; rendering is deterministic).")
 
 
 class FactorGridDataset(DatasetSource):
@@ -62,21 +62,25 @@ class FactorGridDataset(DatasetSource):
     environments_spec: ClassVar[tuple[tuple[str, list[str]], ...]] = ()
     Config = FactorDataConfig
 
-    def environments(self) -> list[Environment]:
-        """The environments of this dataset, each an ``ArrayDataset`` of images and integer factors."""
+    def environments(self, seed: int = 0) -> list[Environment]:
+        """The environments of this dataset, each an ``ArrayDataset`` of images and integer factors.
+
+        Factors are drawn with ``data_seed``, or with ``seed`` (the run's) when it is unset.
+        """
         c = self.config
         if c.image_size % 8:
             raise ConfigError(f"dataset.image_size must be a multiple of 8 (got {c.image_size}); try 32 or 64.")
         sizes = RENDERERS[self.kind][0]
+        draw_seed = seed if c.data_seed is None else c.data_seed
         envs = []
         for index, (name, varying) in enumerate(self.environments_spec):
-            x, y = rendered_environment(self.kind, tuple(varying), c.samples_per_environment, c.image_size, c.data_seed * 1009 + index)
+            x, y = rendered_environment(self.kind, tuple(varying), c.samples_per_environment, c.image_size, draw_seed * 1009 + index)
             data = ArrayDataset(x, y, env=torch.full((len(x),), index, dtype=torch.long))
             envs.append(Environment(name, data, list(sizes), list(varying)))
         return envs
 
     def load(self, seed: int = 0) -> DataBundle:
-        envs = self.environments()
+        envs = self.environments(seed)
         x = torch.cat([e.data.x for e in envs])
         y = torch.cat([e.data.y for e in envs])
         env = torch.cat([e.data.env for e in envs])

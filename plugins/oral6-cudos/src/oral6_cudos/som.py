@@ -11,6 +11,7 @@ from .spike_slab import bernoulli_kl
 
 SPIKE_WIDTH = 0.1  # half-width of the box that stands for the spike around a component mean
 SPIKE_HEIGHT = 10.0  # the reference's value of the box density
+DENSITY_FLOOR = 1e-6  # added to each dimension's density before the log, as in the reference
 
 
 def spike_slab_log_density(z: Tensor, means: Tensor, logvars: Tensor, alpha: Tensor) -> Tensor:
@@ -18,13 +19,13 @@ def spike_slab_log_density(z: Tensor, means: Tensor, logvars: Tensor, alpha: Ten
     diff = z[:, None, :] - means[None]
     log_slab = -0.5 * (diff**2 / logvars.exp()[None] + logvars[None] + math.log(2 * math.pi))
     box = (diff.abs() < SPIKE_WIDTH).to(z.dtype) * SPIKE_HEIGHT
-    return (alpha[None] * log_slab.exp() + (1 - alpha[None]) * box).clamp_min(1e-30).log().sum(-1)
+    return (alpha[None] * log_slab.exp() + (1 - alpha[None]) * box + DENSITY_FLOOR).log().sum(-1)
 
 
 class SOMPrior(nn.Module):
     """``p(z) = Σ_c π_c Π_j [α_cj N(z_j; μ_cj, σ²_cj) + (1 − α_cj)·10·1(|z_j − μ_cj| < 0.1)]`` on a rows×cols torus."""
 
-    def __init__(self, rows: int, cols: int, latent_dim: int, slab_init: float = 0.5, logvar_init: float = -1.0,
+    def __init__(self, rows: int, cols: int, latent_dim: int, slab_init: float = 0.2, logvar_init: float = -1.0,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.rows, self.cols = rows, cols
@@ -50,8 +51,8 @@ class SOMPrior(nn.Module):
         return self.means.shape[0]
 
     def slab_probability(self) -> Tensor:
-        """``α = sigmoid(10(a − 0.5))`` per component and latent dimension."""
-        return torch.sigmoid(10.0 * (self.slab_raw - 0.5))
+        """``α = sigmoid(10(min(a, 1) − 0.5))`` per component and latent dimension (a starts at 0.2, α at 0.047)."""
+        return torch.sigmoid(10.0 * (self.slab_raw.clamp(max=1.0) - 0.5))
 
     def log_mixture_weights(self) -> Tensor:
         """``log π`` (softmax of the mixture logits)."""
@@ -82,11 +83,39 @@ class SOMPrior(nn.Module):
         return h / h.sum(dim=1, keepdim=True)
 
     def loss(self, z: Tensor, sigma: float, spike_prior: float = 0.2) -> Tensor:
-        """SOM loss: ``−mean_b max_c' Σ_c h_σ(c', c)[log π_c + log p(z_b|c)] + Σ_cj KL(Bern(α_cj) ‖ Bern(0.2))``."""
+        """SOM loss: ``−mean_b max_c' Σ_c h_σ(c', c)[log π_c + log p(z_b|c)] + mean_c Σ_j KL(Bern(α_cj) ‖ Bern(0.2))``."""
         joint = self.joint_log_density(z.detach())
         neighbourhood_fit = joint @ self.neighbourhood(sigma).T
         prior = torch.full_like(self.slab_raw, spike_prior)
-        return -neighbourhood_fit.max(dim=1).values.mean() + bernoulli_kl(self.slab_probability(), prior).sum()
+        return -neighbourhood_fit.max(dim=1).values.mean() + bernoulli_kl(self.slab_probability(), prior).sum(-1).mean()
+
+    def make_optimizer(self, lr: float, var_lr: float) -> torch.optim.Adam:
+        """The SOM's own Adam: ``lr`` for means, slab probabilities and weights, ``var_lr`` for the log-variances."""
+        return torch.optim.Adam([
+            {"params": [self.means, self.slab_raw, self.mixture_logits], "lr": lr},
+            {"params": [self.logvars], "lr": var_lr},
+        ])
+
+    def update(self, optimizer: torch.optim.Optimizer, z: Tensor, sigma: float, spike_prior: float = 0.2) -> float:
+        """One optimiser step per code in ``z``, in order (the reference's online SOM update); the mean loss."""
+        total = 0.0
+        for row in z.detach().split(1):
+            loss = self.loss(row, sigma, spike_prior)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        return total / max(z.shape[0], 1)
+
+    @torch.no_grad()
+    def usage(self, z: Tensor) -> dict[str, float]:
+        """How ``z`` spreads over the map: nodes that are some code's BMU, the perplexity of the BMU histogram
+        (the number of equally used nodes it equals) and the quantisation error ``mean ‖z − μ_BMU‖²``."""
+        bmu = self.bmu(z)
+        share = torch.bincount(bmu, minlength=self.num_components).float() / len(bmu)
+        used = share[share > 0]
+        return {"nodes_used": float(len(used)), "perplexity": float((-(used * used.log()).sum()).exp()),
+                "quantisation_error": float(((z - self.means[bmu]) ** 2).sum(1).mean())}
 
     @torch.no_grad()
     def sample(self, components: Tensor) -> Tensor:

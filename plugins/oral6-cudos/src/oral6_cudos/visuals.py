@@ -61,7 +61,7 @@ def save_model_visuals(model: "StreamVAE", out_dir: Path, env_index: int) -> lis
         base = torch.zeros(1, model.config.latent_dim, device=model.device)
     som = getattr(model, "som", None)
     if som is not None:
-        files += save_som_visuals(model, prefix)
+        files += save_som_visuals(model, prefix, env_index)
     else:
         files.append(save_grid(model.sample(32), 4, Path(f"{prefix}-samples.png"), "samples from the prior"))
     files.append(save_grid(traversals(model, base), base.shape[-1], Path(f"{prefix}-traversals.png"),
@@ -70,15 +70,20 @@ def save_model_visuals(model: "StreamVAE", out_dir: Path, env_index: int) -> lis
 
 
 @torch.no_grad()
-def save_som_visuals(model, prefix: Path) -> list[Path]:
-    """Decoded component means laid out on the SOM grid, and each node's environment label and mixture weight."""
+def save_som_visuals(model, prefix: Path, env_index: int) -> list[Path]:
+    """Decoded component means on the SOM grid, each node's environment label, mixture weight and its BMU hits
+    during environment ``env_index`` (with the number of nodes used and their perplexity in the title)."""
     som = model.som
     rows, cols = som.rows, som.cols
     decoded = model.decode(som.means.detach())
     label = model.node_hits.argmax(1).float().cpu().numpy()
     label[(model.node_hits.sum(1) == 0).cpu().numpy()] = np.nan
     weights = som.log_mixture_weights().exp().cpu().numpy()
-    fig, axes = new_figure(1, 3, figsize=(12, 4))
+    hits = model.node_hits[:, min(env_index, model.node_hits.shape[1] - 1)].cpu()
+    share = hits / max(float(hits.sum()), 1.0)
+    used = share[share > 0]
+    perplexity = float((-(used * used.log()).sum()).exp()) if len(used) else 0.0
+    fig, axes = new_figure(1, 4, figsize=(16, 4))
     axes[0].imshow(image_grid(decoded, rows), interpolation="nearest")
     axes[0].set_title("decoded SOM component means", fontsize=9)
     image = axes[1].imshow(label.reshape(rows, cols), cmap="tab10", vmin=0, vmax=9)
@@ -87,6 +92,9 @@ def save_som_visuals(model, prefix: Path) -> list[Path]:
     image = axes[2].imshow(weights.reshape(rows, cols), cmap="viridis")
     axes[2].set_title("mixture weights π", fontsize=9)
     fig.colorbar(image, ax=axes[2], fraction=0.046)
+    image = axes[3].imshow(share.numpy().reshape(rows, cols), cmap="magma")
+    axes[3].set_title(f"BMU hits in env {env_index + 1}: {len(used)} nodes, perplexity {perplexity:.1f}", fontsize=9)
+    fig.colorbar(image, ax=axes[3], fraction=0.046)
     for ax in axes:
         ax.axis("off")
     som_map = save_figure(fig, Path(f"{prefix}-som.png"))
