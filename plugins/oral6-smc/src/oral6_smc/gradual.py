@@ -40,8 +40,10 @@ class GMPPruner(MaskedPruner):
         super().__init__(config)
         self.level = 0.0
 
-    def start(self) -> None:
+    def reset(self) -> None:
         self.level = 0.0
+
+    def start(self) -> None:
         if self.config.initial_sparsity > 0:
             self._prune(self.config.initial_sparsity)
 
@@ -106,7 +108,7 @@ class IMPPruner(MaskedPruner):
             )
         return length
 
-    def start(self) -> None:
+    def reset(self) -> None:
         self.round = 0
         self.round_length(self.ctx.total_steps)  # type: ignore[union-attr]
         self.rewind_weights = self._snapshot() if self.config.rewind_step == 0 else None

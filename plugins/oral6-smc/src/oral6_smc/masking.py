@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from typing import Literal, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -153,6 +154,33 @@ class MaskSet:
     def __init__(self, params: dict[str, nn.Parameter]) -> None:
         self.params = params
         self.masks = {name: torch.ones_like(p, dtype=torch.bool) for name, p in params.items()}
+        self._recording = False
+        self._undo: list[tuple[str, Tensor, Tensor]] = []
+        self._versions: dict[str, int] = {}
+
+    @contextmanager
+    def undoable(self) -> Iterator[None]:
+        """Remember the values that masking zeroes inside the block, so that ``undo`` can give them back."""
+        self._recording, self._undo = True, []
+        try:
+            yield
+        finally:
+            self._recording = False
+            self._versions = {name: p._version for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def undo(self) -> bool:
+        """Give back the values zeroed in the last ``undoable`` block if no weight changed since; True if it did."""
+        record, self._undo = self._undo, []
+        if not record or any(p._version != self._versions.get(n) for n, p in self.params.items()):
+            return False
+        for name, mask, values in reversed(record):
+            self.params[name].masked_scatter_(~mask, values)
+        return True
+
+    def forget_undo(self) -> None:
+        """Drop the remembered values (training has started: they are stale)."""
+        self._undo = []
 
     def set(self, masks: dict[str, Tensor]) -> None:
         """Replace the masks (same names and shapes), agreed across ranks, and zero the pruned weights."""
@@ -172,9 +200,12 @@ class MaskSet:
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:
-        """w ← w ⊙ m."""
+        """w ← w ⊙ m (inside ``undoable``, the values zeroed are remembered first)."""
         for name, p in self.params.items():
-            p.masked_fill_(~self.masks[name], 0)
+            pruned = ~self.masks[name]
+            if self._recording:
+                self._undo.append((name, self.masks[name], p[pruned]))
+            p.masked_fill_(pruned, 0)
 
     @torch.no_grad()
     def apply_to_grads(self) -> None:
