@@ -293,3 +293,20 @@ def test_a_state_for_other_weights_is_a_clear_error():
         pruner.on_train_start(fresh_context(model))
     with pytest.raises(CheckpointError, match="state_dict"):
         pruner.load_state_dict([1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rewind", ["lrr", "init"])
+def test_imp_restarts_the_learning_rate_schedule_each_round(rewind):
+    """Two trainings of 4 steps under a cosine schedule over 8: each replays the first 4 steps of the schedule."""
+    def final_lrs(pruner):
+        torch.manual_seed(0)
+        config = TrainConfig(epochs=2, batch_size=16, progress=False, checkpoint=False, device="cpu", lr_schedule="cosine")
+        result = fit(MLP(8, 3, (32, 32)), tiny_bundle(), registry.create("optimizer", "sgd"), config, pruner=pruner)
+        return [row["lr"] for row in result.history], result.pruner
+
+    lrs, pruner = final_lrs(registry.create("pruner", "imp", {"sparsity": 0.2, "rewind": rewind}))
+    base = pruner.ctx.optimizer.defaults["lr"]
+    assert pruner.ctx.scheduler is not None
+    assert lrs == pytest.approx([base, base * 0.5 * (1 + math.cos(math.pi * 4 / 8))])
+    plain, _ = final_lrs(registry.create("pruner", "omp", {"sparsity": 0.2}))
+    assert plain == pytest.approx([base * 0.5, 0.0], abs=1e-12)
