@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from oral6_core.errors import ConfigError
 from oral6_core.models.nets import resnet20
 
 from .base import CITATION
-from .export import export_sparse, semi_structured_supported, two_four_mask
+from .export import export_sparse, linear_maps, semi_structured_supported, two_four_mask, weight_sparsity
 from .harness import DEFAULT_METHODS, GridSettings, held_sparsity, method_by_label, run_grid, write_outputs
 from .masking import topk_masks
 from .memory import PeakMemory
@@ -182,13 +183,24 @@ def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) ->
 class SparseExportConfig(ComponentConfig):
     width: int = Field(1024, ge=8, description="Model width d; the MLP is d → 4d → d.")
     tokens: int = Field(256, ge=1, description="Rows in the input batch.")
-    sparsities: list[float] = Field([0.5, 0.8, 0.9, 0.95], min_length=1, description="Global magnitude sparsities to export.")
+    sparsities: list[float] = Field([0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98], min_length=1,
+                                    description="Per-layer magnitude sparsities: every exported layer is pruned to this.")
     repeats: int = Field(20, ge=1, description="Timed forward passes per measurement (median reported).")
+    model: str = Field("convnext_nano", description="timm model timed end to end (its 1×1 convolutions exported as linear maps); '' skips it.")
+    image_size: int = Field(160, ge=32, description="Input resolution of the end-to-end model.")
+    model_repeats: int = Field(5, ge=1, description="Timed forward passes of the end-to-end model per measurement.")
     threads: int = Field(1, ge=1, description="torch intra-op threads.")
+
+    @field_validator("sparsities")
+    @classmethod
+    def _in_unit_interval(cls, value: list[float]) -> list[float]:
+        if any(not 0 < s < 1 for s in value):
+            raise ValueError("every sparsity must lie in (0, 1)")
+        return sorted(set(value))
 
 
 class SparseExportBenchmark(Benchmark):
-    """Dense vs exported (CSR on CPU, 2:4 on CUDA) inference latency of a pruned MLP block, in one process."""
+    """Dense vs exported (CSR on CPU, 2:4 on CUDA) inference latency, every exported layer at the row's sparsity, in one process."""
 
     name = "smc-sparse-export"
     Config = SparseExportConfig
@@ -197,57 +209,99 @@ class SparseExportBenchmark(Benchmark):
     def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
         c = self.config
         width, tokens, repeats = (64, 16, 3) if quick else (c.width, c.tokens, c.repeats)
-        rows = []
         with torch_threads(c.threads), torch.no_grad():
             torch.manual_seed(0)
             x = torch.randn(tokens, width)
-            for sparsity in c.sparsities:
-                model = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width)).eval()
-                prune_global_magnitude(model, sparsity)
-                exported, report = export_sparse(model, min_sparsity=min(0.9, sparsity))
-                dense_s = median_seconds(lambda: model(x), repeats, x.device)
-                sparse_s = median_seconds(lambda: exported(x), repeats, x.device)
-                error = (model(x) - exported(x)).abs().max().item()
-                rows.append({"device": "cpu", "kernel": "csr", "sparsity": sparsity, "dense_ms": 1e3 * dense_s,
-                             "exported_ms": 1e3 * sparse_s, "speedup": dense_s / sparse_s, "max_abs_error": error,
-                             "sparse_layers": sum(k != "dense" for k in report.values())})
+            mlp_rows = [self._row(f"MLP {width}→{4 * width}→{width}", mlp(width), x, sparsity, repeats) for sparsity in c.sparsities]
+            model_rows = []
+            if c.model and not quick:
+                image = torch.randn(1, 3, c.image_size, c.image_size)
+                model_rows = [self._row(c.model, timm_model(c.model), image, s, c.model_repeats) for s in c.sparsities if s >= 0.8]
             if torch.cuda.is_available() and semi_structured_supported(torch.device("cuda")):
-                rows.append(self._two_four_row(width, tokens, repeats))
+                mlp_rows.append(self._two_four_row(width, tokens, repeats))
+        cpu = [r for r in mlp_rows if r["kernel"] == "csr"]
+        even = break_even(cpu)
         fig, ax = new_figure(figsize=(5, 3.5))
-        cpu = [r for r in rows if r["device"] == "cpu"]
-        ax.plot([r["sparsity"] for r in cpu], [r["speedup"] for r in cpu], marker="o", label="CSR vs dense (CPU)")
-        ax.axhline(1.0, color="grey", lw=1)
-        ax.set_xlabel("sparsity")
+        for rows, label in ((cpu, mlp_rows[0]["model"]), (model_rows, f"{c.model} end to end")):
+            if rows:
+                ax.plot([r["sparsity"] for r in rows], [r["speedup"] for r in rows], marker="o", label=label)
+        ax.axhline(1.0, color="grey", lw=1, label="break-even")
+        ax.set_xlabel("sparsity of every exported layer")
         ax.set_ylabel("speed-up (dense time / exported time)")
-        ax.legend()
+        ax.set_title("CSR export on CPU")
+        ax.legend(fontsize=8)
         figure = save_figure(fig, out_dir / "smc-sparse-export.png")
-        high = [r for r in cpu if r["sparsity"] >= 0.9]
-        claims = {"CSR export is faster than dense at ≥ 90% sparsity on CPU": bool(high) and all(r["speedup"] > 1 for r in high)}
-        return BenchResult(rows, markdown_table(rows, digits=3), [figure], claims)
+        rows = mlp_rows + model_rows
+        note = (f"CSR break-even of the MLP block (log-linear interpolation between rows): "
+                f"{'not reached' if even is None else f'{even:.1%} sparsity'}.\n\n")
+        claims = {"every exported layer is at the row's sparsity and none is emptied":
+                  all(r["min_layer_sparsity"] >= r["sparsity"] - 1e-3 and r["max_layer_sparsity"] < 1 for r in rows),
+                  "CSR export is faster than dense at ≥ 90% sparsity on CPU (MLP block)":
+                  all(r["speedup"] > 1 for r in cpu if r["sparsity"] >= 0.9),
+                  "CSR export is slower than dense at 50% sparsity on CPU (MLP block)":
+                  all(r["speedup"] < 1 for r in cpu if r["sparsity"] <= 0.5)}
+        if model_rows:
+            claims[f"{c.model} end to end is faster exported at ≥ 95% sparsity"] = all(r["speedup"] > 1 for r in model_rows if r["sparsity"] >= 0.95)
+        return BenchResult(rows, note + markdown_table(rows, digits=3), [figure], claims)
+
+    @staticmethod
+    def _row(label: str, model: nn.Module, x: torch.Tensor, sparsity: float, repeats: int) -> dict[str, Any]:
+        """Prune every exportable layer of ``model`` to ``sparsity`` (per layer), export, and time both in this process."""
+        model = model.eval()
+        prune_per_layer(model, sparsity)
+        exported, report = export_sparse(model, min_sparsity=sparsity - 1e-3, mode="csr")
+        reached = layer_sparsities(model, [n for n, kernel in report.items() if kernel == "csr"])
+        dense_s = median_seconds(lambda: model(x), repeats, x.device)
+        sparse_s = median_seconds(lambda: exported(x), repeats, x.device)
+        return {"model": label, "kernel": "csr", "sparsity": sparsity, "exported_layers": f"{len(reached)}/{len(report)}",
+                "min_layer_sparsity": min(reached.values()), "max_layer_sparsity": max(reached.values()),
+                "dense_ms": 1e3 * dense_s, "exported_ms": 1e3 * sparse_s, "speedup": dense_s / sparse_s,
+                "max_abs_error": (model(x) - exported(x)).abs().max().item()}
 
     @staticmethod
     def _two_four_row(width: int, tokens: int, repeats: int) -> dict[str, Any]:
         device = torch.device("cuda")
-        model = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width)).half().to(device).eval()
+        model = mlp(width).half().to(device).eval()
         for layer in (model[0], model[2]):
             layer.weight.mul_(two_four_mask(layer.weight))
         x = torch.randn(tokens, width, device=device, dtype=torch.half)
         exported, report = export_sparse(model, mode="semi-structured")
         dense_s = median_seconds(lambda: model(x), repeats, device)
         sparse_s = median_seconds(lambda: exported(x), repeats, device)
-        return {"device": "cuda", "kernel": "2:4", "sparsity": 0.5, "dense_ms": 1e3 * dense_s, "exported_ms": 1e3 * sparse_s,
-                "speedup": dense_s / sparse_s, "max_abs_error": (model(x) - exported(x)).abs().max().item(),
-                "sparse_layers": sum(k != "dense" for k in report.values())}
+        return {"model": f"MLP {width}→{4 * width}→{width} (fp16)", "kernel": "2:4", "sparsity": 0.5,
+                "exported_layers": f"{sum(k == '2:4' for k in report.values())}/{len(report)}",
+                "min_layer_sparsity": 0.5, "max_layer_sparsity": 0.5, "dense_ms": 1e3 * dense_s,
+                "exported_ms": 1e3 * sparse_s, "speedup": dense_s / sparse_s,
+                "max_abs_error": (model(x) - exported(x)).abs().max().item()}
+
+
+def mlp(width: int) -> nn.Sequential:
+    """The transformer MLP block d → 4d → d."""
+    return nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width))
 
 
 @torch.no_grad()
-def prune_global_magnitude(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
-    """Zero the smallest-|w| share ``sparsity`` of all linear/conv weights under one global threshold; returns the masks."""
-    params = {n: p for n, p in model.named_parameters() if p.dim() >= 2 and n.endswith("weight")}
-    masks = topk_masks(magnitude_scores(params), 1 - sparsity, "global")
-    for name, p in params.items():
-        p.mul_(masks[name])
-    return masks
+def prune_per_layer(model: nn.Module, sparsity: float) -> None:
+    """Zero the smallest-|w| share ``sparsity`` of every exportable layer (``nn.Linear``, 1×1 conv) separately."""
+    params = {name: m.weight for name, m in linear_maps(model).items()}
+    masks = topk_masks(magnitude_scores(params), 1 - sparsity, "uniform")
+    for name, weight in params.items():
+        weight.mul_(masks[name])
+
+
+def layer_sparsities(model: nn.Module, names: list[str]) -> dict[str, float]:
+    """Measured share of zeros in the weight of each named module."""
+    return {name: weight_sparsity(model.get_submodule(name).weight) for name in names}
+
+
+def break_even(rows: list[dict[str, Any]]) -> float | None:
+    """The sparsity where the speed-up crosses 1, interpolated linearly in log(speed-up) between rows (None if it does not)."""
+    ordered = sorted(rows, key=lambda r: r["sparsity"])
+    for low, high in zip(ordered, ordered[1:]):
+        if low["speedup"] < 1 <= high["speedup"]:
+            a, b = math.log(low["speedup"]), math.log(high["speedup"])
+            return low["sparsity"] + (high["sparsity"] - low["sparsity"]) * (-a) / (b - a)
+    return None
 
 
 def timm_model(name: str) -> nn.Module:
