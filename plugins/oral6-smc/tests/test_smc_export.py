@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from oral6_core.errors import ConfigError, ShapeError
-from oral6_smc.benchmarks import break_even, layer_sparsities, prune_per_layer
+from oral6_smc.speed import break_even, layer_sparsities, prune_per_layer
 from oral6_smc.export import CSRConv1x1, CSRLinear, export_sparse, is_two_four, two_four_mask
 from oral6_smc.transformer import TinyTransformer
 

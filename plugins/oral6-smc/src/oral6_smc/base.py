@@ -142,6 +142,7 @@ class MaskedPruner(Pruner):
     def prune_to(self, scores: dict[str, Tensor], density: float, allocation: Allocation | None = None) -> None:
         """Keep the top ``density`` share of ``scores`` (already-pruned weights are never revived)."""
         masks = self._masks()
-        scores = {n: s.masked_fill(~masks.masks[n], -torch.inf) for n, s in scores.items()}
+        if not masks.dense:
+            scores = {n: s.masked_fill(~masks.masks[n], -torch.inf) for n, s in scores.items()}
         masks.set(topk_masks(scores, density, allocation or self.config.allocation))
         masks.apply_to_optimizer_state(self.ctx.optimizer)  # type: ignore[union-attr]

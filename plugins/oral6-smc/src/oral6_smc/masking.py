@@ -154,14 +154,15 @@ class MaskSet:
     def __init__(self, params: dict[str, nn.Parameter]) -> None:
         self.params = params
         self.masks = {name: torch.ones_like(p, dtype=torch.bool) for name, p in params.items()}
+        self.dense = True  # no mask has been set yet
         self._recording = False
-        self._undo: list[tuple[str, Tensor, Tensor]] = []
+        self._undo: dict[str, Tensor] = {}
         self._versions: dict[str, int] = {}
 
     @contextmanager
     def undoable(self) -> Iterator[None]:
-        """Remember the values that masking zeroes inside the block, so that ``undo`` can give them back."""
-        self._recording, self._undo = True, []
+        """Remember the weights as they are before masking inside the block, so that ``undo`` can give them back."""
+        self._recording, self._undo = True, {}
         try:
             yield
         finally:
@@ -170,22 +171,23 @@ class MaskSet:
 
     @torch.no_grad()
     def undo(self) -> bool:
-        """Give back the values zeroed in the last ``undoable`` block if no weight changed since; True if it did."""
-        record, self._undo = self._undo, []
+        """Put back the weights from before the last ``undoable`` block if no weight changed since; True if it did."""
+        record, self._undo = self._undo, {}
         if not record or any(p._version != self._versions.get(n) for n, p in self.params.items()):
             return False
-        for name, mask, values in reversed(record):
-            self.params[name].masked_scatter_(~mask, values)
+        for name, values in record.items():
+            self.params[name].copy_(values)
         return True
 
     def forget_undo(self) -> None:
-        """Drop the remembered values (training has started: they are stale)."""
-        self._undo = []
+        """Drop the remembered weights (training has started: they are stale)."""
+        self._undo = {}
 
     def set(self, masks: dict[str, Tensor]) -> None:
         """Replace the masks (same names and shapes), agreed across ranks, and zero the pruned weights."""
         for name, mask in masks.items():
             self.masks[name] = mask.to(device=self.params[name].device, dtype=torch.bool).view_as(self.params[name])
+        self.dense = False
         self.broadcast()
         self.apply_to_weights()
 
@@ -200,12 +202,11 @@ class MaskSet:
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:
-        """w ← w ⊙ m (inside ``undoable``, the values zeroed are remembered first)."""
+        """w ← w ⊙ m (inside ``undoable``, the weights are first copied once)."""
         for name, p in self.params.items():
-            pruned = ~self.masks[name]
-            if self._recording:
-                self._undo.append((name, self.masks[name], p[pruned]))
-            p.masked_fill_(pruned, 0)
+            if self._recording and name not in self._undo:
+                self._undo[name] = p.detach().clone()
+            p.mul_(self.masks[name])  # one pass, no temporary (a pruned negative weight becomes -0.0, which == 0)
 
     @torch.no_grad()
     def apply_to_grads(self) -> None:
