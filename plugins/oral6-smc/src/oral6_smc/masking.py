@@ -78,6 +78,35 @@ def select_prunable(
     return chosen
 
 
+SAMPLE_SIZE = 1 << 16  # scores sampled to bracket the k-th largest
+EXACT_BELOW = 1 << 18  # fewer scores than this: plain kthvalue
+
+
+def kth_largest(scores: Tensor, k: int) -> Tensor:
+    """The ``k``-th largest entry of a 1-D ``scores`` (1 ≤ k ≤ n), exactly.
+
+    A fixed-seed sample brackets the answer; one pass counts the scores above the bracket and one
+    gathers those inside it, and ``kthvalue`` on that small set gives the exact value (a few passes
+    over the scores instead of ``kthvalue``'s copy and selection over all of them). If the bracket
+    misses, it falls back to ``kthvalue`` over all scores.
+    """
+    n = scores.numel()
+    if n < EXACT_BELOW:
+        return scores.kthvalue(n - k + 1).values
+    generator = torch.Generator(device=scores.device).manual_seed(0)
+    sample = scores[torch.randint(n, (SAMPLE_SIZE,), generator=generator, device=scores.device)].sort().values
+    share = (n - k + 0.5) / n  # the answer's position from below, as a share
+    margin = int(4 * math.sqrt(SAMPLE_SIZE * share * (1 - share))) + 32
+    centre = int(share * SAMPLE_SIZE)
+    low, high = sample[max(centre - margin, 0)], sample[min(centre + margin, SAMPLE_SIZE - 1)]
+    above = int((scores > high).count_nonzero())
+    inside = scores[(scores >= low) & (scores <= high)]
+    rank = k - above  # the answer is the rank-th largest score inside the bracket
+    if not 1 <= rank <= inside.numel():
+        return scores.kthvalue(n - k + 1).values
+    return inside.kthvalue(inside.numel() - rank + 1).values
+
+
 def exact_topk_mask(scores: Tensor, k: int) -> Tensor:
     """Boolean mask of exactly ``k`` largest entries of a 1-D ``scores`` (ties broken by position)."""
     n = scores.numel()
@@ -85,13 +114,26 @@ def exact_topk_mask(scores: Tensor, k: int) -> Tensor:
         return torch.zeros(n, dtype=torch.bool, device=scores.device)
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=scores.device)
-    threshold = scores.kthvalue(n - k + 1).values
+    threshold = kth_largest(scores, k)
     mask = scores > threshold
-    missing = k - int(mask.sum())
+    missing = k - int(mask.count_nonzero())
     if missing > 0:
         ties = (scores == threshold).nonzero().squeeze(1)[:missing]
         mask[ties] = True
     return mask
+
+
+def flat_scores(scores: dict[str, Tensor]) -> Tensor:
+    """All scores as one 1-D tensor: the buffer they already tile in order (see ``magnitude_scores``), else a copy."""
+    values = list(scores.values())
+    first = values[0]
+    offset = first.storage_offset()
+    tiled = all(v.is_contiguous() and v.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+                and v.storage_offset() == offset + sum(u.numel() for u in values[:i]) for i, v in enumerate(values))
+    total = sum(v.numel() for v in values)
+    if tiled and first.untyped_storage().nbytes() >= (offset + total) * first.element_size():
+        return first.new_empty(0).set_(first.untyped_storage(), offset, (total,))
+    return torch.cat([v.reshape(-1) for v in values])
 
 
 def _largest_remainder(quotas: list[float], sizes: list[int], total: int) -> list[int]:
@@ -140,7 +182,7 @@ def layer_counts(shapes: Sequence[torch.Size], density: float, allocation: Alloc
 def topk_masks(scores: dict[str, Tensor], density: float, allocation: Allocation) -> dict[str, Tensor]:
     """Keep the highest scores: one global top-k over all layers, or a top-k per layer (uniform/ERK)."""
     if allocation == "global":
-        flat = torch.cat([s.reshape(-1) for s in scores.values()])
+        flat = flat_scores(scores)
         keep = exact_topk_mask(flat, round(density * flat.numel()))
         pieces = keep.split([s.numel() for s in scores.values()])
         return {name: piece.view_as(s) for (name, s), piece in zip(scores.items(), pieces)}
@@ -225,7 +267,7 @@ class MaskSet:
 
     def density(self) -> float:
         """Share of kept entries over the prunable set (from the masks)."""
-        kept = sum(int(m.sum()) for m in self.masks.values())
+        kept = sum(int(m.count_nonzero()) for m in self.masks.values())
         return kept / sum(m.numel() for m in self.masks.values())
 
     @torch.no_grad()
