@@ -11,7 +11,7 @@ from oral6_smc.harness import relative_change
 from oral6_smc.tasks import (CLS, EQUALS, MASK, MINUS, PLUS, ChainSettings, arithmetic_traces, chain_split, chain_task,
                              hide_results, pretrained_transformer, pretraining_corpus, result_slots)
 
-TINY = ChainSettings(dim=16, depth=2, pretrain_steps=4)
+TINY = ChainSettings(corpus_steps=3, dim=16, depth=2, pretrain_steps=4)
 
 
 def test_traces_write_every_result_left_to_right_mod_10():
@@ -42,7 +42,7 @@ def test_pretraining_runs_once_and_is_reused_from_the_cache(tmp_path):
     assert cache.is_file() and len(first.curve) == 4
     again = pretrained_transformer(TINY, cache)
     assert again.seconds == first.seconds and all(torch.equal(again.model[k], v) for k, v in first.model.items())
-    other = pretrained_transformer(ChainSettings(dim=16, depth=2, pretrain_steps=5), cache)
+    other = pretrained_transformer(ChainSettings(corpus_steps=3, dim=16, depth=2, pretrain_steps=5), cache)
     assert len(other.curve) == 5  # other settings: pre-trained anew, not read from the cache
 
 

@@ -103,10 +103,12 @@ def run_grid(task: SmcTask, methods: Sequence[MethodSpec], sparsities: Sequence[
         registry.get("pruner", spec.pruner)
     rows: list[dict[str, Any]] = []
     dense_acc: list[float] = []
+    start_acc: list[float] = []
     curves: list[list[float]] = []
     change: dict[str, list[float]] = {}
     for seed in settings.seeds:
         start_model = task.build(seed)
+        start_acc.append(_test_accuracy(start_model, task, settings.device))
         seed_everything(seed)
         run = fit(copy.deepcopy(start_model), task.bundle, task.optimizer, _train_config(settings.epochs, seed, task, settings.device))
         dense = run.model
@@ -118,7 +120,7 @@ def run_grid(task: SmcTask, methods: Sequence[MethodSpec], sparsities: Sequence[
         for spec in methods:
             rows += _run_method(task, spec, start_model, dense, sparsities, settings, seed)
             log(f"{task.name} seed {seed}: {spec.label} done")
-    return {"task": task.name, "chance": task.chance, "dense": dense_acc, "dense_val_curves": curves,
+    return {"task": task.name, "chance": task.chance, "dense": dense_acc, "start": start_acc, "dense_val_curves": curves,
             "weight_change": change, "rows": rows}
 
 

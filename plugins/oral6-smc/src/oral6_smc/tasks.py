@@ -124,12 +124,12 @@ class ChainSettings:
     """The transformer tasks: chain length, model size and pre-training budget."""
 
     steps: int = 2
-    corpus_steps: int = 3
+    corpus_steps: int = 2
     dim: int = 32
     depth: int = 3
     heads: int = 4
     pretrain_steps: int = 3000
-    lr: float = 1e-3
+    lr: float = 3e-3
     batch_size: int = 64
     train_fraction: float = 0.6
 
