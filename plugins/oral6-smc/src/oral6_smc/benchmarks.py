@@ -149,11 +149,14 @@ class HardConfig(HarnessBenchConfig):
         return value
 
 
-class SmcHardBenchmark(HarnessBenchmark):
+class SmcHardBenchmark(Benchmark):
     """SMC harness on the hard task (last result of a 2-step chain) and the one-step task, same pre-trained transformer."""
 
     name = "smc-hard"
     Config = HardConfig
+    readme: ClassVar[Path | None] = README
+    citation = CITATION
+    quick_limit: ClassVar[int] = 128
 
     def chain_settings(self, quick: bool) -> ChainSettings:
         c = self.config
