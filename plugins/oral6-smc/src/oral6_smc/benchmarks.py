@@ -138,7 +138,7 @@ class HardConfig(HarnessBenchConfig):
     steps: int = Field(2, ge=1, le=3, description="Operations per arithmetic chain (the hard task asks for the last result).")
     dim: int = Field(32, ge=8, description="Transformer width.")
     depth: int = Field(3, ge=1, description="Transformer blocks (one per step of the chain, plus one).")
-    pretrain_steps: int = Field(3000, ge=1, description="Masked-LM pre-training steps (batch 128), run once and cached in the output folder.")
+    pretrain_steps: int = Field(6000, ge=1, description="Masked-LM pre-training steps (batch 128), run once and cached in the output folder (3000 stop on a plateau).")
     workers: int = Field(2, ge=1, le=2, description="Processes: 2 runs the hard and the one-step task side by side.")
 
     @field_validator("low")

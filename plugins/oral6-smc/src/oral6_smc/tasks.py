@@ -128,7 +128,7 @@ class ChainSettings:
     dim: int = 32
     depth: int = 3
     heads: int = 4
-    pretrain_steps: int = 3000
+    pretrain_steps: int = 6000
     lr: float = 3e-3
     batch_size: int = 64
     train_fraction: float = 0.6
