@@ -121,6 +121,7 @@ class TrainContext:
     total_steps: int
     loss_fn: Callable[[nn.Module, Batch], Tensor]
     world_size: int = 1
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # the per-step LR schedule (None: constant rate)
 
 
 # --------------------------------------------------------------------------- kinds

@@ -159,7 +159,7 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * train.epochs
     scheduler = _schedule(opt, train.lr_schedule, total_steps)
-    ctx = TrainContext(model, opt, loader, task, device, total_steps, lambda m, b: task.nll(m(b.x), b.y), dist.world_size)
+    ctx = TrainContext(model, opt, loader, task, device, total_steps, lambda m, b: task.nll(m(b.x), b.y), dist.world_size, scheduler)
     if regularizer is not None:
         regularizer.on_train_start(ctx, bundle)
     if pruner is not None:

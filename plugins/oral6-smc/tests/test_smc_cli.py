@@ -30,6 +30,8 @@ def test_train_with_gmp_reaches_the_sparsity_and_resumes(tmp_path):
     result, text = run("smc", "export", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "csr.pt"), "--min-sparsity", "0.5")
     assert result.exit_code == 0, text
     assert "body.1: csr" in text and "head: dense" in text and (tmp_path / "csr.pt").is_file()
+    result, text = run("smc", "export", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "none.pt"), "--min-sparsity", "0.95")
+    assert result.exit_code == 2 and "Nothing could be exported" in text and not (tmp_path / "none.pt").exists()
 
 
 def test_bad_pruner_options_exit_with_a_clear_message():

@@ -1,4 +1,4 @@
-"""The pruners: exact sparsity, zeros through SGD-momentum/Adam/reload/resume, schedules, RigL, SNIP, IMP, oBERT."""
+"""The pruners: exact sparsity, zeros through SGD-momentum/Adam/reload/resume, any load order, schedules, RigL, SNIP, IMP, oBERT."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from oral6_core import registry
 from oral6_core.components import TrainContext
 from oral6_core.config import TrainConfig
 from oral6_core.data import BatchLoader
+from oral6_core.errors import CheckpointError
 from oral6_core.models.nets import MLP
 from oral6_core.testing import tiny_bundle
 from oral6_core.training import fit
@@ -228,3 +229,84 @@ def test_obert_inverse_fisher_diagonal_and_block_woodbury_match_explicit_inverse
         g = grads[:, 4 * b: 4 * b + 4]
         fisher = damp * torch.eye(4, dtype=torch.float64) + g.T @ g / 5
         assert torch.allclose(block[4 * b: 4 * b + 4], torch.linalg.inv(fisher).diagonal(), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- load order
+
+# every pruner here prunes in on_train_start, with masks that differ from the ones it ends training with
+METHODS = {
+    "rigl": {"update_every": 2, "sparsity": 0.8},
+    "set": {"update_every": 2, "sparsity": 0.8},
+    "snip": {"sparsity": 0.8},
+    "gmp": {"initial_sparsity": 0.3, "sparsity": 0.8, "update_every": 2},
+}
+
+
+def fresh_context(model):
+    bundle = tiny_bundle()
+    loader = BatchLoader(bundle.train, 16)
+    return TrainContext(model, torch.optim.Adam(model.parameters()), loader, bundle.task, torch.device("cpu"), 20,
+                        lambda m, b: bundle.task.nll(m(b.x), b.y))
+
+
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def saved(request):
+    """(name, trained weights, pruner state) after a short run whose masks moved away from the initial ones."""
+    model, pruner = train(request.param, METHODS[request.param], epochs=5)
+    return request.param, {k: v.clone() for k, v in model.state_dict().items()}, pruner.state_dict()
+
+
+@pytest.mark.parametrize("order", ["weights, start, masks", "weights, masks, start", "start, weights, masks"])
+def test_saved_masks_and_weights_come_back_in_any_order(saved, order):
+    name, weights, state = saved
+    model = MLP(8, 3, (32, 32))
+    pruner = registry.create("pruner", name, METHODS[name])
+    steps = {"weights": lambda: model.load_state_dict(weights), "start": lambda: pruner.on_train_start(fresh_context(model)),
+             "masks": lambda: pruner.load_state_dict(state)}
+    for step in order.split(", "):
+        steps[step]()
+    assert {k: v for k, v in pruner.state_dict().items() if k != "masks"} == {k: v for k, v in state.items() if k != "masks"}
+    assert all(torch.equal(pruner.masks()[n], m) for n, m in state["masks"].items())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), f"{name}: {key} differs from the loaded weights ({order})"
+
+
+def test_the_initial_prune_really_moves_the_masks(saved):
+    """Guard of the test above: a fresh initial prune alone would lose kept weights (GMP's never does: its
+    magnitude prune of already-sparse weights removes zeros first)."""
+    name, weights, state = saved
+    if name == "gmp":
+        pytest.skip("magnitude pruning of the saved sparse weights zeroes only zeros")
+    model = MLP(8, 3, (32, 32))
+    model.load_state_dict(weights)
+    pruner = registry.create("pruner", name, METHODS[name])
+    pruner.on_train_start(fresh_context(model))
+    lost = sum(int((state["masks"][n] & (p == 0) & (weights[n] != 0)).sum()) for n, p in model.named_parameters() if n in state["masks"])
+    assert lost > 0
+
+
+def test_a_state_for_other_weights_is_a_clear_error():
+    model = MLP(8, 3, (32, 32))
+    pruner = registry.create("pruner", "omp", {"sparsity": 0.5})
+    pruner.load_state_dict({"masks": {"body.9.weight": torch.ones(2, 2, dtype=torch.bool)}})
+    with pytest.raises(CheckpointError, match="same model"):
+        pruner.on_train_start(fresh_context(model))
+    with pytest.raises(CheckpointError, match="state_dict"):
+        pruner.load_state_dict([1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rewind", ["lrr", "init"])
+def test_imp_restarts_the_learning_rate_schedule_each_round(rewind):
+    """Two trainings of 4 steps under a cosine schedule over 8: each replays the first 4 steps of the schedule."""
+    def final_lrs(pruner):
+        torch.manual_seed(0)
+        config = TrainConfig(epochs=2, batch_size=16, progress=False, checkpoint=False, device="cpu", lr_schedule="cosine")
+        result = fit(MLP(8, 3, (32, 32)), tiny_bundle(), registry.create("optimizer", "sgd"), config, pruner=pruner)
+        return [row["lr"] for row in result.history], result.pruner
+
+    lrs, pruner = final_lrs(registry.create("pruner", "imp", {"sparsity": 0.2, "rewind": rewind}))
+    base = pruner.ctx.optimizer.defaults["lr"]
+    assert pruner.ctx.scheduler is not None
+    assert lrs == pytest.approx([base, base * 0.5 * (1 + math.cos(math.pi * 4 / 8))])
+    plain, _ = final_lrs(registry.create("pruner", "omp", {"sparsity": 0.2}))
+    assert plain == pytest.approx([base * 0.5, 0.0], abs=1e-12)

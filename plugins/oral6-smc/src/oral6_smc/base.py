@@ -39,10 +39,14 @@ class MaskedPruner(Pruner):
         super().__init__(config)
         self.ctx: TrainContext | None = None
         self.mask_set: MaskSet | None = None
+        self.pending_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ hooks subclasses override
+    def reset(self) -> None:
+        """Called in ``on_train_start`` with ``self.ctx`` and dense masks: (re)set the schedule state; never prune here."""
+
     def start(self) -> None:
-        """Called at the end of ``on_train_start`` with ``self.ctx`` and dense masks in place."""
+        """Called after ``reset`` when no saved state is pending: the initial prune, if the method has one."""
 
     def update(self, step: int, total_steps: int) -> None:
         """Called after each optimizer step, before the masks are re-applied."""
@@ -56,18 +60,32 @@ class MaskedPruner(Pruner):
 
     # ------------------------------------------------------------------ the Pruner protocol
     def on_train_start(self, ctx: TrainContext) -> None:
+        """Select the prunable set; apply a state loaded before this call, else run the initial prune.
+
+        The initial prune remembers the values it zeroed, so a ``load_state_dict`` that follows before
+        anything else touched the weights gives them back wherever the saved masks keep them.
+        """
         c = self.config
         self.ctx = ctx
         params = select_prunable(ctx.model, c.include, c.exclude, c.prune_embeddings, c.prune_head)
         self.mask_set = MaskSet(params)
-        self.start()
+        self.reset()
+        if self.pending_state is not None:
+            state, self.pending_state = self.pending_state, None
+            self._restore(state)
+            return
+        with self.mask_set.undoable():
+            self.start()
 
     def on_after_backward(self, step: int) -> None:
-        self._masks().apply_to_grads()
+        masks = self._masks()
+        masks.forget_undo()
+        masks.apply_to_grads()
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        self.update(step, total_steps)
         masks = self._masks()
+        masks.forget_undo()
+        self.update(step, total_steps)
         masks.apply_to_optimizer_state(self.ctx.optimizer)  # type: ignore[union-attr]
         masks.apply_to_weights()
 
@@ -83,22 +101,39 @@ class MaskedPruner(Pruner):
         return {"masks": {k: v.clone() for k, v in self._masks().masks.items()}, **self.extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore saved masks and schedule state, before or after ``on_train_start``, without losing kept weights.
+
+        Before ``on_train_start`` the state is held and applied there in place of the initial prune.
+        After it, weights that the initial prune zeroed and the saved masks keep get their values back,
+        provided nothing has modified the weights since (otherwise, e.g. once a checkpoint's weights were
+        loaded, the current weights are kept and only the saved masks are applied).
+        """
+        if not isinstance(state, dict) or not isinstance(state.get("masks"), dict):
+            raise CheckpointError(f"Pruner {self.name!r} expects the dict of its state_dict() (with 'masks'), "
+                                  f"not {type(state).__name__}.")
+        if self.mask_set is None:
+            self.pending_state = state
+            return
+        self._restore(state)
+
+    # ------------------------------------------------------------------ helpers
+    def _restore(self, state: dict[str, Any]) -> None:
         masks = self._masks()
-        saved = state.get("masks") if isinstance(state, dict) else None
-        if not isinstance(saved, dict) or set(saved) != set(masks.masks):
+        saved = state["masks"]
+        if set(saved) != set(masks.masks):
             raise CheckpointError(
-                f"The checkpoint's pruner masks cover {sorted(saved or {})}, but this run prunes "
+                f"The checkpoint's pruner masks cover {sorted(saved)}, but this run prunes "
                 f"{sorted(masks.masks)}. Resume with the same model and pruner options as the saved run."
             )
         for name, mask in saved.items():
             if tuple(mask.shape) != tuple(masks.params[name].shape):
                 raise CheckpointError(f"The checkpoint's mask for {name!r} has shape {tuple(mask.shape)}, "
                                       f"but the parameter has {tuple(masks.params[name].shape)}.")
+        masks.undo()
         masks.set(saved)
         masks.apply_to_optimizer_state(self.ctx.optimizer)  # type: ignore[union-attr]
         self.load_extra_state(state)
 
-    # ------------------------------------------------------------------ helpers
     def _masks(self) -> MaskSet:
         if self.mask_set is None:
             raise CheckpointError(f"Pruner {self.name!r} has no masks yet: call on_train_start(ctx) before using it.")
@@ -107,6 +142,7 @@ class MaskedPruner(Pruner):
     def prune_to(self, scores: dict[str, Tensor], density: float, allocation: Allocation | None = None) -> None:
         """Keep the top ``density`` share of ``scores`` (already-pruned weights are never revived)."""
         masks = self._masks()
-        scores = {n: s.masked_fill(~masks.masks[n], -torch.inf) for n, s in scores.items()}
+        if not masks.dense:
+            scores = {n: s.masked_fill(~masks.masks[n], -torch.inf) for n, s in scores.items()}
         masks.set(topk_masks(scores, density, allocation or self.config.allocation))
         masks.apply_to_optimizer_state(self.ctx.optimizer)  # type: ignore[union-attr]

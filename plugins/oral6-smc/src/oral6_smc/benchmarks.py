@@ -1,34 +1,28 @@
-"""Benchmarks: the SMC harness on the easy and hard tasks, sparse-export latency, and global-mask speed."""
+"""Benchmarks of the SMC harness on the easy and hard tasks (the speed benchmarks are in ``speed``)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
-import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from pydantic import Field, field_validator
-from torch import nn
 
 from oral6_core.bench import markdown_table, new_figure, save_figure
 from oral6_core.components import Benchmark, BenchResult
 from oral6_core.config import ComponentConfig
-from oral6_core.errors import ConfigError
-from oral6_core.models.nets import resnet20
 
 from .base import CITATION
-from .export import export_sparse, semi_structured_supported, two_four_mask
-from .harness import DEFAULT_METHODS, GridSettings, held_sparsity, method_by_label, run_grid, write_outputs
-from .masking import topk_masks
-from .memory import PeakMemory
-from .scores import magnitude_scores
-from .tasks import SmcTask, easy_task, hard_task
+from .harness import DEFAULT_METHODS, GridSettings, MethodSpec, mean_std, held_sparsity, method_by_label, run_grid, write_outputs
+from .tasks import ChainSettings, Pretraining, SmcTask, easy_task, make_task, pretrained_transformer
 
 README = Path(__file__).parents[2] / "README.md"
 BEFORE = ("omp-before", "random-before", "snip", "omp+rigl")
-AFTER = ("lth", "gmp", "omp-after")
+AFTER = ("lth", "lrr", "gmp", "omp-after")
 QUICK_METHODS = ("lth", "omp-after", "snip")
 
 
@@ -129,191 +123,152 @@ class SmcEasyBenchmark(HarnessBenchmark):
                 statistics.median(held.values()) >= 0.67}
 
 
+HARD_METHODS = ["lth", "lrr", "gmp", "omp-after", "random-after", "omp-before", "snip", "omp+rigl"]
+
+
 class HardConfig(HarnessBenchConfig):
-    epochs: int = Field(4, ge=1, description="Epochs of fine-tuning for the dense model, the before/during methods and each IMP round.")
-    retrain_epochs: int = Field(2, ge=1, description="Epochs of fine-tuning after an after-training prune.")
-    seeds: list[int] = Field([0, 1], min_length=1, description="Seeds (pre-training, initialisation and data order).")
-    k: list[int] = Field([1, 3, 5, 8], min_length=1, description="Grid exponents: sparsity 1 − 0.8^k.")
-    pretrain_steps: int = Field(1000, ge=1, description="Masked-LM pre-training steps on single-step equations.")
-    steps: int = Field(2, ge=1, le=3, description="Operations per arithmetic chain.")
+    epochs: int = Field(40, ge=1, description="Epochs of fine-tuning for the dense model, the before/during methods and each IMP round.")
+    retrain_epochs: int = Field(20, ge=1, description="Epochs of fine-tuning after an after-training prune.")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate of fine-tuning.")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="Fine-tuning seeds (data order, random masks); pre-training runs once.")
+    k: list[int] = Field([1, 2, 4, 7], min_length=1, description="Grid exponents: sparsity 1 − 0.8^k.")
+    low: list[float] = Field([0.05], description="Extra sparsities below the grid (IMP reaches only 1 − 0.8^k).")
+    methods: list[str] = Field(HARD_METHODS, description="Method labels to run ([] runs the dense stage only: "
+                                                      "pre-training, dense fine-tuning, curves and ‖ΔW‖).")
+    steps: int = Field(2, ge=1, le=3, description="Operations per arithmetic chain (the hard task asks for the last result).")
+    dim: int = Field(32, ge=8, description="Transformer width.")
+    depth: int = Field(3, ge=1, description="Transformer blocks (one per step of the chain, plus one).")
+    pretrain_steps: int = Field(6000, ge=1, description="Masked-LM pre-training steps (batch 128), run once and cached in the output folder (3000 stop on a plateau).")
+    workers: int = Field(2, ge=1, le=2, description="Processes: 2 runs the hard and the one-step task side by side.")
+
+    @field_validator("low")
+    @classmethod
+    def _low_in_range(cls, value: list[float]) -> list[float]:
+        if any(not 0 < s < 0.2 for s in value):
+            raise ValueError("every low sparsity must lie in (0, 0.2)")
+        return value
 
 
-class SmcHardBenchmark(HarnessBenchmark):
-    """SMC harness on the hard task: a pre-trained transformer fine-tuned on multi-step arithmetic, pruned over 1 − 0.8^k."""
+class SmcHardBenchmark(Benchmark):
+    """SMC harness on the hard task (last result of a 2-step chain) and the one-step task, same pre-trained transformer."""
 
     name = "smc-hard"
     Config = HardConfig
+    readme: ClassVar[Path | None] = README
+    citation = CITATION
+    quick_limit: ClassVar[int] = 128
 
-    def make_task(self, quick: bool) -> SmcTask:
-        return hard_task(steps=self.config.steps, pretrain_steps=20 if quick else self.config.pretrain_steps)
+    def chain_settings(self, quick: bool) -> ChainSettings:
+        c = self.config
+        if quick:
+            return ChainSettings(steps=c.steps, dim=16, depth=c.steps + 1, pretrain_steps=20)
+        return ChainSettings(steps=c.steps, dim=c.dim, depth=c.depth, pretrain_steps=c.pretrain_steps, lr=c.lr)
 
-    def claims(self, results: dict[str, Any], held: dict[str, float]) -> dict[str, bool]:
-        rows = results["rows"]
+    def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
+        c = self.config
+        methods = [method_by_label(label) for label in c.methods if not quick or label in QUICK_METHODS]
+        sparsities = [0.05] if quick else sorted({*c.low, *(1 - 0.8**k for k in c.k)})
+        if quick:
+            sparsities.append(1 - 0.8**2)
+        grid = GridSettings(1 if quick else c.epochs, 1 if quick else c.retrain_epochs, tuple(c.seeds[:1] if quick else c.seeds), c.device)
+        chain = self.chain_settings(quick)
+        cache = out_dir / "pretrained.pt"
+        with torch_threads(c.threads):
+            pretraining = pretrained_transformer(chain, cache)
+        jobs = [(name, chain, cache, [m.label for m in methods], sparsities, grid, c.threads, self.quick_limit if quick else None)
+                for name in ("hard", "one-step")]
+        if c.workers > 1 and not quick:
+            with ProcessPoolExecutor(c.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                both = list(pool.map(grid_worker, *zip(*jobs)))
+        else:
+            both = [grid_worker(*job) for job in jobs]
+        summary, tables, files = [], [], []
+        for results in both:
+            rows, markdown, written = write_outputs(results, methods, out_dir)
+            summary += rows
+            tables.append(markdown if methods else "")
+            files += written if methods else written[:1]
+        files.append(plot_curves(pretraining, both, out_dir / "smc-hard-curves.png"))
+        markdown = "\n".join([describe_pretraining(pretraining), dense_table(both), weight_change_table(both), *tables])
+        return BenchResult(summary or dense_rows(both), markdown, files, self.claims_for(both, methods))
+
+    @staticmethod
+    def claims_for(both: list[dict[str, Any]], methods: list[MethodSpec]) -> dict[str, bool]:
+        hard, easy = both
+        dense = {r["task"]: statistics.mean(r["dense"]) for r in both}
+        held = {r["task"]: statistics.median([held_sparsity(r["rows"], m.label, dense[r["task"]], r["chance"]) for m in methods] or [0.0])
+                for r in both}
+        change = {r["task"]: statistics.mean(statistics.mean(v) for v in r["weight_change"].values()) for r in both}
 
         def family_mean(labels: tuple[str, ...]) -> float | None:
-            values = [r["accuracy"] for r in rows if r["method"] in labels]
+            values = [r["accuracy"] for r in hard["rows"] if r["method"] in labels]
             return statistics.mean(values) if values else None
 
+        claims = {
+            "the dense fine-tuned transformer reaches ≥ 80% test accuracy on the hard task": dense["hard"] >= 0.8,
+            "the one-step task's dense accuracy is within 10 points of the hard task's": abs(dense["hard"] - dense["one-step"]) <= 0.1,
+            "lazy regime: fine-tuning moves the weights by < 10% of their norm on the hard task (mean over layers)": change["hard"] < 0.1,
+        }
+        if not methods:
+            return claims
+        claims["pruners break earlier on the hard task than on the one-step task (median held sparsity)"] = held["hard"] < held["one-step"]
         after, before = family_mean(AFTER), family_mean(BEFORE)
-        claims = {"pruners break early on the hard task: median held sparsity ≤ 48.8%": statistics.median(held.values()) <= 0.488}
         if after is not None and before is not None:
-            claims["after-training/iterative methods (LTH, GMP, OMP-after) beat before-training ones (SNIP, random, OMP-before, OMP+RigL) on mean accuracy over the grid"] = after > before
+            claims["after-training/iterative methods (LTH, LRR, GMP, OMP-after) beat before-training ones (SNIP, OMP-before, "
+                   "OMP+RigL) on the hard task's mean accuracy over the grid"] = after > before
         return claims
 
 
-# --------------------------------------------------------------------------- speed benchmarks
+def grid_worker(name: str, chain: ChainSettings, cache: Path, labels: list[str], sparsities: list[float],
+                grid: GridSettings, threads: int, limit: int | None) -> dict[str, Any]:
+    """Run the grid on one transformer task (a process of its own; the pre-trained weights come from ``cache``)."""
+    with torch_threads(threads):
+        task = shrink_task(make_task(name, cache, chain), limit)
+        return run_grid(task, [method_by_label(label) for label in labels], sparsities, grid)
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls (after one warm-up), synchronising CUDA."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def describe_pretraining(pretraining: Pretraining) -> str:
+    """One paragraph: the pre-training budget and how flat its loss curve ended."""
+    curve = pretraining.curve
+    tail = [point["loss"] for point in curve[-max(1, len(curve) // 5):]]
+    middle = [point["loss"] for point in curve[len(curve) * 3 // 5: len(curve) * 4 // 5]] or tail
+    return (f"Pre-training: {pretraining.settings['pretrain_steps']} masked-LM steps (batch 128) in "
+            f"{pretraining.seconds / 60:.1f} min; mean loss {curve[0]['loss']:.3f} over the first 2% of the steps, "
+            f"{statistics.mean(middle):.3f} over 60–80%, {statistics.mean(tail):.3f} over the last 20%.\n")
 
 
-class SparseExportConfig(ComponentConfig):
-    width: int = Field(1024, ge=8, description="Model width d; the MLP is d → 4d → d.")
-    tokens: int = Field(256, ge=1, description="Rows in the input batch.")
-    sparsities: list[float] = Field([0.5, 0.8, 0.9, 0.95], min_length=1, description="Global magnitude sparsities to export.")
-    repeats: int = Field(20, ge=1, description="Timed forward passes per measurement (median reported).")
-    threads: int = Field(1, ge=1, description="torch intra-op threads.")
+def dense_rows(both: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task: test accuracy of the pre-trained start (LM-head readout) and of the dense fine-tuned model, in %."""
+    return [{"task": r["task"], "pre-trained (no fine-tuning)": mean_std(r["start"]), "dense fine-tuned": mean_std(r["dense"]),
+             "chance": f"{100 * r['chance']:.1f}"} for r in both]
 
 
-class SparseExportBenchmark(Benchmark):
-    """Dense vs exported (CSR on CPU, 2:4 on CUDA) inference latency of a pruned MLP block, in one process."""
-
-    name = "smc-sparse-export"
-    Config = SparseExportConfig
-    readme: ClassVar[Path | None] = README
-
-    def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
-        c = self.config
-        width, tokens, repeats = (64, 16, 3) if quick else (c.width, c.tokens, c.repeats)
-        rows = []
-        with torch_threads(c.threads), torch.no_grad():
-            torch.manual_seed(0)
-            x = torch.randn(tokens, width)
-            for sparsity in c.sparsities:
-                model = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width)).eval()
-                prune_global_magnitude(model, sparsity)
-                exported, report = export_sparse(model, min_sparsity=min(0.9, sparsity))
-                dense_s = median_seconds(lambda: model(x), repeats, x.device)
-                sparse_s = median_seconds(lambda: exported(x), repeats, x.device)
-                error = (model(x) - exported(x)).abs().max().item()
-                rows.append({"device": "cpu", "kernel": "csr", "sparsity": sparsity, "dense_ms": 1e3 * dense_s,
-                             "exported_ms": 1e3 * sparse_s, "speedup": dense_s / sparse_s, "max_abs_error": error,
-                             "sparse_layers": sum(k != "dense" for k in report.values())})
-            if torch.cuda.is_available() and semi_structured_supported(torch.device("cuda")):
-                rows.append(self._two_four_row(width, tokens, repeats))
-        fig, ax = new_figure(figsize=(5, 3.5))
-        cpu = [r for r in rows if r["device"] == "cpu"]
-        ax.plot([r["sparsity"] for r in cpu], [r["speedup"] for r in cpu], marker="o", label="CSR vs dense (CPU)")
-        ax.axhline(1.0, color="grey", lw=1)
-        ax.set_xlabel("sparsity")
-        ax.set_ylabel("speed-up (dense time / exported time)")
-        ax.legend()
-        figure = save_figure(fig, out_dir / "smc-sparse-export.png")
-        high = [r for r in cpu if r["sparsity"] >= 0.9]
-        claims = {"CSR export is faster than dense at ≥ 90% sparsity on CPU": bool(high) and all(r["speedup"] > 1 for r in high)}
-        return BenchResult(rows, markdown_table(rows, digits=3), [figure], claims)
-
-    @staticmethod
-    def _two_four_row(width: int, tokens: int, repeats: int) -> dict[str, Any]:
-        device = torch.device("cuda")
-        model = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width)).half().to(device).eval()
-        for layer in (model[0], model[2]):
-            layer.weight.mul_(two_four_mask(layer.weight))
-        x = torch.randn(tokens, width, device=device, dtype=torch.half)
-        exported, report = export_sparse(model, mode="semi-structured")
-        dense_s = median_seconds(lambda: model(x), repeats, device)
-        sparse_s = median_seconds(lambda: exported(x), repeats, device)
-        return {"device": "cuda", "kernel": "2:4", "sparsity": 0.5, "dense_ms": 1e3 * dense_s, "exported_ms": 1e3 * sparse_s,
-                "speedup": dense_s / sparse_s, "max_abs_error": (model(x) - exported(x)).abs().max().item(),
-                "sparse_layers": sum(k != "dense" for k in report.values())}
+def dense_table(both: list[dict[str, Any]]) -> str:
+    """Markdown of ``dense_rows``."""
+    return "Test accuracy (%, mean ± std over seeds):\n\n" + markdown_table(dense_rows(both))
 
 
-@torch.no_grad()
-def prune_global_magnitude(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
-    """Zero the smallest-|w| share ``sparsity`` of all linear/conv weights under one global threshold; returns the masks."""
-    params = {n: p for n, p in model.named_parameters() if p.dim() >= 2 and n.endswith("weight")}
-    masks = topk_masks(magnitude_scores(params), 1 - sparsity, "global")
-    for name, p in params.items():
-        p.mul_(masks[name])
-    return masks
+def weight_change_table(both: list[dict[str, Any]]) -> str:
+    """Relative ‖W_fine-tuned − W_pre-trained‖ / ‖W_pre-trained‖ per layer, mean ± std over seeds, for each task."""
+    layers = list(both[0]["weight_change"])
+    rows = [{"layer": layer, **{r["task"]: mean_std(r["weight_change"][layer]) for r in both}} for layer in layers]
+    return ("How far dense fine-tuning moves each weight from its pre-trained value, ‖ΔW‖/‖W_pre‖ (%, mean ± std over "
+            "seeds):\n\n" + markdown_table(rows))
 
 
-def timm_model(name: str) -> nn.Module:
-    """A randomly initialised timm model, with a clear error for an unknown name."""
-    import timm
-
-    if name not in timm.list_models():
-        raise ConfigError(f"timm has no model {name!r}; pick one from timm.list_models(), e.g. resnet50.")
-    return timm.create_model(name, pretrained=False)
-
-
-class MaskSpeedConfig(ComponentConfig):
-    model: str = Field("resnet50", description="timm model whose conv/linear weights are pruned.")
-    sparsity: float = Field(0.8, gt=0, lt=1, description="Global sparsity.")
-    repeats: int = Field(2, ge=1, description="Timed repetitions of each method (median reported).")
-    threads: int = Field(2, ge=1, description="torch intra-op threads.")
-
-
-class MaskSpeedBenchmark(Benchmark):
-    """Global magnitude mask of a timm model: this plugin's engine vs torch.nn.utils.prune.global_unstructured."""
-
-    name = "smc-mask-speed"
-    Config = MaskSpeedConfig
-    readme: ClassVar[Path | None] = README
-
-    def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
-        from torch.nn.utils import prune
-
-        c = self.config
-        name = "resnet20 (oral6 core)" if quick else c.model
-        repeats = 1 if quick else c.repeats
-        with torch_threads(c.threads):
-            model = resnet20(3, 10) if quick else timm_model(c.model)
-            modules = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-            params = {f"{i}": m.weight for i, m in enumerate(modules)}
-            total = sum(p.numel() for p in params.values())
-
-            def ours() -> int:
-                masks = topk_masks(magnitude_scores(params), 1 - c.sparsity, "global")
-                return sum(int(m.sum()) for m in masks.values())
-
-            def reference() -> int:
-                copies = [nn.Conv2d(1, 1, 1) if isinstance(m, nn.Conv2d) else nn.Linear(1, 1) for m in modules]
-                for copy_, module in zip(copies, modules):
-                    copy_.weight = nn.Parameter(module.weight.detach())
-                prune.global_unstructured([(m, "weight") for m in copies], pruning_method=prune.L1Unstructured, amount=c.sparsity)
-                return sum(int(m.weight_mask.sum()) for m in copies)
-
-            rows = []
-            for label, fn in (("torch.nn.utils.prune.global_unstructured", reference), ("oral6-smc topk_masks", ours)):
-                times, peaks, kept = [], [], 0
-                for _ in range(repeats):
-                    with PeakMemory() as peak:
-                        start = time.perf_counter()
-                        kept = fn()
-                        times.append(time.perf_counter() - start)
-                    peaks.append(peak.peak_bytes)
-                rows.append({"method": label, "model": name, "weights": total, "seconds": statistics.median(times),
-                             "peak_extra_mb": max(peaks) / 2**20, "kept": kept, "exact_kept": round((1 - c.sparsity) * total)})
-        baseline = rows[0]["seconds"]
-        for row in rows:
-            row["speedup_vs_torch"] = baseline / row["seconds"]
-        fig, ax = new_figure(figsize=(5, 3))
-        ax.barh([r["method"] for r in rows], [r["seconds"] for r in rows])
-        ax.set_xlabel(f"seconds for a {c.sparsity:.0%} global magnitude mask of {name}")
-        figure = save_figure(fig, out_dir / "smc-mask-speed.png")
-        claims = {"global magnitude mask at least as fast as torch.nn.utils.prune.global_unstructured": rows[1]["seconds"] <= rows[0]["seconds"],
-                  "mask keeps exactly round((1 − s)·N) weights": rows[1]["kept"] == rows[1]["exact_kept"]}
-        return BenchResult(rows, markdown_table(rows, digits=3), [figure], claims)
+def plot_curves(pretraining: Pretraining, both: list[dict[str, Any]], path: Path) -> Path:
+    """Pre-training loss and the dense fine-tuning validation accuracy per epoch (every seed), side by side."""
+    fig, (left, right) = new_figure(ncols=2, figsize=(9, 3.5))
+    left.plot([p["step"] for p in pretraining.curve], [p["loss"] for p in pretraining.curve])
+    left.set_xlabel("pre-training step")
+    left.set_ylabel("masked-LM loss")
+    left.set_title("pre-training")
+    for results in both:
+        for seed, curve in enumerate(results["dense_val_curves"]):
+            right.plot(range(1, len(curve) + 1), [100 * v for v in curve], marker="o", ms=3,
+                       label=results["task"] if seed == 0 else None, color="C0" if results["task"] == "hard" else "C1")
+    right.set_xlabel("fine-tuning epoch")
+    right.set_ylabel("validation accuracy (%)")
+    right.set_title("dense fine-tuning (every seed)")
+    right.legend()
+    return save_figure(fig, path)

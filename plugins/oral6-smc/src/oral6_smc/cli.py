@@ -37,7 +37,7 @@ def methods() -> None:
 
 @smc_app.command("run")
 def run(
-    task: str = typer.Option("easy", "--task", "-t", help="easy (digits, small CNN) or hard (pre-trained transformer, arithmetic)."),
+    task: str = typer.Option("easy", "--task", "-t", help="easy (digits, small CNN), hard (last result of an arithmetic chain) or one-step (its first result); both pre-train a transformer once, cached in --out."),
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Built-in method label (repeatable; see `oral6 smc methods`)."),
     pruner: Optional[list[str]] = typer.Option(None, "--pruner", "-p", help="Any registered pruner name (repeatable), run with --start."),
     start: str = typer.Option("pretrained", "--start", help="For --pruner: prune the 'pretrained' (initial) weights or the 'dense' fine-tuned model."),
@@ -60,7 +60,7 @@ def run(
     ks = sorted(set(k or range(1, 11)))
     if any(not 1 <= value <= 30 for value in ks):
         raise ConfigError(f"Every --k must lie in 1..30; got {ks}.")
-    results = run_grid(make_task(task), specs, [1 - 0.8**value for value in ks],
+    results = run_grid(make_task(task, out / "pretrained.pt"), specs, [1 - 0.8**value for value in ks],
                        GridSettings(epochs, retrain_epochs, tuple(range(seeds)), device), log=console.print)
     _, markdown, files = write_outputs(results, specs, out)
     write_text(markdown, out / f"smc-{task}.md")

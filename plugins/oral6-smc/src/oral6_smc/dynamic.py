@@ -31,12 +31,14 @@ class DynamicSparsePruner(MaskedPruner):
         super().__init__(config)
         self.grow_scores: dict[str, Tensor] | None = None
 
+    def reset(self) -> None:
+        self.grow_scores = None
+
     def start(self) -> None:
         c = self.config
         params = self._masks().params
         scores = random_scores(params, c.seed) if c.init == "random" else magnitude_scores(params)
         self.prune_to(scores, 1 - c.sparsity)
-        self.grow_scores = None
 
     def is_update_step(self, step: int, total_steps: int) -> bool:
         """True on multiples of ΔT before T_end."""

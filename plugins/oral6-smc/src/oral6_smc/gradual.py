@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Literal
 
 import torch
@@ -40,8 +41,10 @@ class GMPPruner(MaskedPruner):
         super().__init__(config)
         self.level = 0.0
 
-    def start(self) -> None:
+    def reset(self) -> None:
         self.level = 0.0
+
+    def start(self) -> None:
         if self.config.initial_sparsity > 0:
             self._prune(self.config.initial_sparsity)
 
@@ -74,7 +77,8 @@ class IMPConfig(MaskedPrunerConfig):
     rate: float = Field(0.2, gt=0, lt=1, description="Share of the remaining weights pruned each round.")
     rewind: Literal["init", "lrr"] = Field(
         "init", description="init: rewind weights to their start values (LTH; the pre-trained weights when fine-tuning); "
-                            "lrr: keep the trained weights and restart training (learning-rate rewinding).")
+                            "lrr: keep the trained weights and restart training (learning-rate rewinding). Both "
+                            "restart the optimizer state and the learning-rate schedule each round.")
     rewind_step: int = Field(0, ge=0, description="With rewind=init, rewind to the weights after this many steps (0: the start).")
 
 
@@ -89,6 +93,7 @@ class IMPPruner(MaskedPruner):
         super().__init__(config)
         self.round = 0
         self.rewind_weights: dict[str, torch.Tensor] | None = None
+        self.schedule_start: tuple[dict[str, Any], list[float]] | None = None
         self.round_end_callbacks: list[Callable[[int, float], None]] = []
 
     def rounds(self) -> int:
@@ -106,10 +111,13 @@ class IMPPruner(MaskedPruner):
             )
         return length
 
-    def start(self) -> None:
+    def reset(self) -> None:
         self.round = 0
         self.round_length(self.ctx.total_steps)  # type: ignore[union-attr]
         self.rewind_weights = self._snapshot() if self.config.rewind_step == 0 else None
+        scheduler = self.ctx.scheduler  # type: ignore[union-attr]
+        self.schedule_start = None if scheduler is None else (
+            copy.deepcopy(scheduler.state_dict()), [group["lr"] for group in self.ctx.optimizer.param_groups])  # type: ignore[union-attr]
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.ctx.model.named_parameters()}  # type: ignore[union-attr]
@@ -127,13 +135,18 @@ class IMPPruner(MaskedPruner):
 
     @torch.no_grad()
     def _rewind(self) -> None:
-        """Rewind the weights (LTH) or keep them (LRR); either way restart the optimizer's state."""
+        """Rewind the weights (LTH) or keep them (LRR); either way restart the optimizer's state and the LR schedule."""
         model, optimizer = self.ctx.model, self.ctx.optimizer  # type: ignore[union-attr]
         if self.config.rewind == "init":
             for name, p in model.named_parameters():
                 p.copy_(self.rewind_weights[name])  # type: ignore[index]
         for p in model.parameters():
             optimizer.state.pop(p, None)
+        if self.schedule_start is not None:
+            state, rates = self.schedule_start
+            self.ctx.scheduler.load_state_dict(copy.deepcopy(state))  # type: ignore[union-attr]
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
 
     def _report_round(self) -> None:
         sparsity = self.sparsity()["overall"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
+import torch
 from torch import nn
 
 from oral6_core import registry
@@ -40,6 +41,7 @@ class MethodSpec:
 
 DEFAULT_METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("lth", "imp", "pretrained", "after", {"rewind": "init"}),
+    MethodSpec("lrr", "imp", "pretrained", "after", {"rewind": "lrr"}),
     MethodSpec("gmp", "gmp", "pretrained", "during"),
     MethodSpec("omp-after", "omp", "dense", "after"),
     MethodSpec("obert-after", "obert", "dense", "after"),
@@ -101,17 +103,33 @@ def run_grid(task: SmcTask, methods: Sequence[MethodSpec], sparsities: Sequence[
         registry.get("pruner", spec.pruner)
     rows: list[dict[str, Any]] = []
     dense_acc: list[float] = []
+    start_acc: list[float] = []
+    curves: list[list[float]] = []
+    change: dict[str, list[float]] = {}
     for seed in settings.seeds:
         start_model = task.build(seed)
+        start_acc.append(_test_accuracy(start_model, task, settings.device))
         seed_everything(seed)
-        dense = fit(copy.deepcopy(start_model), task.bundle, task.optimizer,
-                    _train_config(settings.epochs, seed, task, settings.device)).model
+        run = fit(copy.deepcopy(start_model), task.bundle, task.optimizer, _train_config(settings.epochs, seed, task, settings.device))
+        dense = run.model
         dense_acc.append(_test_accuracy(dense, task, settings.device))
+        curves.append([row["val_accuracy"] for row in run.history])
+        for name, value in relative_change(start_model, dense).items():
+            change.setdefault(name, []).append(value)
         log(f"{task.name} seed {seed}: dense accuracy {dense_acc[-1]:.3f}")
         for spec in methods:
             rows += _run_method(task, spec, start_model, dense, sparsities, settings, seed)
             log(f"{task.name} seed {seed}: {spec.label} done")
-    return {"task": task.name, "chance": task.chance, "dense": dense_acc, "rows": rows}
+    return {"task": task.name, "chance": task.chance, "dense": dense_acc, "start": start_acc, "dense_val_curves": curves,
+            "weight_change": change, "rows": rows}
+
+
+@torch.no_grad()
+def relative_change(start: nn.Module, trained: nn.Module) -> dict[str, float]:
+    """‖W_trained − W_start‖ / ‖W_start‖ for every weight with ≥ 2 dims (how far training moved each layer)."""
+    before = dict(start.named_parameters())
+    return {name: float((p.cpu() - before[name]).norm() / before[name].norm().clamp_min(1e-12))
+            for name, p in trained.named_parameters() if p.dim() >= 2 and name in before}
 
 
 def _run_method(task: SmcTask, spec: MethodSpec, start_model: nn.Module, dense: nn.Module,
@@ -195,7 +213,7 @@ def summarise(results: dict[str, Any], methods: Sequence[MethodSpec]) -> tuple[l
         line: dict[str, Any] = {"method": spec.label, "family": spec.family}
         for s in sparsities:
             values = [r["accuracy"] for r in rows if r["method"] == spec.label and abs(r["sparsity"] - s) < 1e-6]
-            line[f"{s:.3f}"] = _mean_std(values)
+            line[f"{s:.3f}"] = mean_std(values)
             if values:
                 summary.append({"task": results["task"], "method": spec.label, "family": spec.family, "sparsity": s,
                                 "accuracy_mean": statistics.mean(values),
@@ -203,12 +221,12 @@ def summarise(results: dict[str, Any], methods: Sequence[MethodSpec]) -> tuple[l
         line["held"] = f"{held_sparsity(rows, spec.label, dense, chance):.3f}"
         table.append(line)
     note = (f"Test accuracy (%) on the {results['task']} task, mean ± std over {len(results['dense'])} seed(s); "
-            f"dense {_mean_std(results['dense'])}, chance {100 * chance:.1f}. `held`: highest sparsity up to which "
+            f"dense {mean_std(results['dense'])}, chance {100 * chance:.1f}. `held`: highest sparsity up to which "
             f"the method keeps ≥ 90% of the dense model's gain over chance.\n\n")
     return summary, note + markdown_table(table)
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
     if not values:
         return "–"
     if len(values) == 1:

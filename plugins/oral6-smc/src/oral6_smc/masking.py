@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from typing import Literal, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -77,6 +78,35 @@ def select_prunable(
     return chosen
 
 
+SAMPLE_SIZE = 1 << 16  # scores sampled to bracket the k-th largest
+EXACT_BELOW = 1 << 18  # fewer scores than this: plain kthvalue
+
+
+def kth_largest(scores: Tensor, k: int) -> Tensor:
+    """The ``k``-th largest entry of a 1-D ``scores`` (1 ≤ k ≤ n), exactly.
+
+    A fixed-seed sample brackets the answer; one pass counts the scores above the bracket and one
+    gathers those inside it, and ``kthvalue`` on that small set gives the exact value (a few passes
+    over the scores instead of ``kthvalue``'s copy and selection over all of them). If the bracket
+    misses, it falls back to ``kthvalue`` over all scores.
+    """
+    n = scores.numel()
+    if n < EXACT_BELOW:
+        return scores.kthvalue(n - k + 1).values
+    generator = torch.Generator(device=scores.device).manual_seed(0)
+    sample = scores[torch.randint(n, (SAMPLE_SIZE,), generator=generator, device=scores.device)].sort().values
+    share = (n - k + 0.5) / n  # the answer's position from below, as a share
+    margin = int(4 * math.sqrt(SAMPLE_SIZE * share * (1 - share))) + 32
+    centre = int(share * SAMPLE_SIZE)
+    low, high = sample[max(centre - margin, 0)], sample[min(centre + margin, SAMPLE_SIZE - 1)]
+    above = int((scores > high).count_nonzero())
+    inside = scores[(scores >= low) & (scores <= high)]
+    rank = k - above  # the answer is the rank-th largest score inside the bracket
+    if not 1 <= rank <= inside.numel():
+        return scores.kthvalue(n - k + 1).values
+    return inside.kthvalue(inside.numel() - rank + 1).values
+
+
 def exact_topk_mask(scores: Tensor, k: int) -> Tensor:
     """Boolean mask of exactly ``k`` largest entries of a 1-D ``scores`` (ties broken by position)."""
     n = scores.numel()
@@ -84,13 +114,26 @@ def exact_topk_mask(scores: Tensor, k: int) -> Tensor:
         return torch.zeros(n, dtype=torch.bool, device=scores.device)
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=scores.device)
-    threshold = scores.kthvalue(n - k + 1).values
+    threshold = kth_largest(scores, k)
     mask = scores > threshold
-    missing = k - int(mask.sum())
+    missing = k - int(mask.count_nonzero())
     if missing > 0:
         ties = (scores == threshold).nonzero().squeeze(1)[:missing]
         mask[ties] = True
     return mask
+
+
+def flat_scores(scores: dict[str, Tensor]) -> Tensor:
+    """All scores as one 1-D tensor: the buffer they already tile in order (see ``magnitude_scores``), else a copy."""
+    values = list(scores.values())
+    first = values[0]
+    offset = first.storage_offset()
+    tiled = all(v.is_contiguous() and v.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+                and v.storage_offset() == offset + sum(u.numel() for u in values[:i]) for i, v in enumerate(values))
+    total = sum(v.numel() for v in values)
+    if tiled and first.untyped_storage().nbytes() >= (offset + total) * first.element_size():
+        return first.new_empty(0).set_(first.untyped_storage(), offset, (total,))
+    return torch.cat([v.reshape(-1) for v in values])
 
 
 def _largest_remainder(quotas: list[float], sizes: list[int], total: int) -> list[int]:
@@ -139,7 +182,7 @@ def layer_counts(shapes: Sequence[torch.Size], density: float, allocation: Alloc
 def topk_masks(scores: dict[str, Tensor], density: float, allocation: Allocation) -> dict[str, Tensor]:
     """Keep the highest scores: one global top-k over all layers, or a top-k per layer (uniform/ERK)."""
     if allocation == "global":
-        flat = torch.cat([s.reshape(-1) for s in scores.values()])
+        flat = flat_scores(scores)
         keep = exact_topk_mask(flat, round(density * flat.numel()))
         pieces = keep.split([s.numel() for s in scores.values()])
         return {name: piece.view_as(s) for (name, s), piece in zip(scores.items(), pieces)}
@@ -153,11 +196,40 @@ class MaskSet:
     def __init__(self, params: dict[str, nn.Parameter]) -> None:
         self.params = params
         self.masks = {name: torch.ones_like(p, dtype=torch.bool) for name, p in params.items()}
+        self.dense = True  # no mask has been set yet
+        self._recording = False
+        self._undo: dict[str, Tensor] = {}
+        self._versions: dict[str, int] = {}
+
+    @contextmanager
+    def undoable(self) -> Iterator[None]:
+        """Remember the weights as they are before masking inside the block, so that ``undo`` can give them back."""
+        self._recording, self._undo = True, {}
+        try:
+            yield
+        finally:
+            self._recording = False
+            self._versions = {name: p._version for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def undo(self) -> bool:
+        """Put back the weights from before the last ``undoable`` block if no weight changed since; True if it did."""
+        record, self._undo = self._undo, {}
+        if not record or any(p._version != self._versions.get(n) for n, p in self.params.items()):
+            return False
+        for name, values in record.items():
+            self.params[name].copy_(values)
+        return True
+
+    def forget_undo(self) -> None:
+        """Drop the remembered weights (training has started: they are stale)."""
+        self._undo = {}
 
     def set(self, masks: dict[str, Tensor]) -> None:
         """Replace the masks (same names and shapes), agreed across ranks, and zero the pruned weights."""
         for name, mask in masks.items():
             self.masks[name] = mask.to(device=self.params[name].device, dtype=torch.bool).view_as(self.params[name])
+        self.dense = False
         self.broadcast()
         self.apply_to_weights()
 
@@ -172,9 +244,11 @@ class MaskSet:
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:
-        """w ← w ⊙ m."""
+        """w ← w ⊙ m (inside ``undoable``, the weights are first copied once)."""
         for name, p in self.params.items():
-            p.masked_fill_(~self.masks[name], 0)
+            if self._recording and name not in self._undo:
+                self._undo[name] = p.detach().clone()
+            p.mul_(self.masks[name])  # one pass, no temporary (a pruned negative weight becomes -0.0, which == 0)
 
     @torch.no_grad()
     def apply_to_grads(self) -> None:
@@ -193,7 +267,7 @@ class MaskSet:
 
     def density(self) -> float:
         """Share of kept entries over the prunable set (from the masks)."""
-        kept = sum(int(m.sum()) for m in self.masks.values())
+        kept = sum(int(m.count_nonzero()) for m in self.masks.values())
         return kept / sum(m.numel() for m in self.masks.values())
 
     @torch.no_grad()

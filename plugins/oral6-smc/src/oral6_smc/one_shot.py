@@ -33,8 +33,10 @@ class OneShotPruner(MaskedPruner):
         """Saliency of every prunable weight (higher is kept)."""
         raise NotImplementedError
 
-    def start(self) -> None:
+    def reset(self) -> None:
         self.pruned = False
+
+    def start(self) -> None:
         if self.config.prune_at == 0:
             self.prune_now()
 

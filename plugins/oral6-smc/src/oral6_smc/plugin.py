@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from oral6_core.hookspecs import hookimpl
 
-from .benchmarks import MaskSpeedBenchmark, SmcEasyBenchmark, SmcHardBenchmark, SparseExportBenchmark
+from .benchmarks import SmcEasyBenchmark, SmcHardBenchmark
+from .speed import MaskSpeedBenchmark, SparseExportBenchmark
 from .dynamic import RigLPruner, SETPruner
 from .gradual import GMPPruner, IMPPruner
 from .one_shot import MagnitudePruner, OBertPruner, RandomPruner, SnipPruner

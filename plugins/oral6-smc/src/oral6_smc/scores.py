@@ -15,8 +15,17 @@ LossFn = Callable[[nn.Module, Batch], Tensor]
 
 
 def magnitude_scores(params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
-    """|w| per weight."""
-    return {name: p.detach().abs() for name, p in params.items()}
+    """|w| per weight, written into one buffer that the scores tile in order (a global top-k reads it without a copy)."""
+    values = list(params.values())
+    if len({(p.device, p.dtype) for p in values}) != 1:
+        return {name: p.detach().abs() for name, p in params.items()}
+    buffer = torch.empty(sum(p.numel() for p in values), device=values[0].device, dtype=values[0].dtype)
+    scores, offset = {}, 0
+    for name, p in params.items():
+        view = buffer[offset: offset + p.numel()].view_as(p)
+        torch.abs(p.detach(), out=view)
+        scores[name], offset = view, offset + p.numel()
+    return scores
 
 
 def minibatch_gradients(model: nn.Module, params: dict[str, nn.Parameter], loader: Iterable[Batch], loss_fn: LossFn,

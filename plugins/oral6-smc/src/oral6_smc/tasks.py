@@ -1,10 +1,14 @@
-"""The harness's two offline tasks: easy (bundled digits, small CNN) and hard (pre-trained transformer, arithmetic chains)."""
+"""The harness's offline tasks: easy (bundled digits, small CNN); hard and one-step (a pre-trained transformer on arithmetic traces)."""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Callable, Literal
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -13,66 +17,83 @@ from oral6_core import registry
 from oral6_core.components import OptimizerFactory, Task
 from oral6_core.data import ArrayDataset, DataBundle, split_indices
 from oral6_core.errors import ConfigError
+from oral6_core.io import load_torch, save_torch
 from oral6_core.models.nets import SmallCNN
 
 from .transformer import TinyTransformer
 
-PLUS, MINUS, TIMES, EQUALS, CLS, MASK = range(10, 16)
-VOCAB = 16
-OPERATIONS: dict[int, Callable[[int, int], int]] = {
-    PLUS: lambda a, b: (a + b) % 10,
-    MINUS: lambda a, b: (a - b) % 10,
-    TIMES: lambda a, b: (a * b) % 10,
-}
-TaskName = Literal["easy", "hard"]
+PLUS, MINUS, EQUALS, CLS, MASK = range(10, 15)
+VOCAB = 15
 
 
-def arithmetic_chains(steps: int) -> tuple[Tensor, Tensor]:
-    """Every chain ``[CLS] a ∘ b ∘ c ... = [MASK]`` of ``steps`` operations; label: the left-to-right result mod 10."""
-    rows, labels = [], []
+def arithmetic_traces(steps: int) -> Tensor:
+    """Every trace ``[CLS] d0 ∘ d1 = r1 ∘ d2 = r2 ...`` of ``steps`` operations ∘ ∈ {+, −} mod 10, results written out."""
+    rows = []
     for digits in itertools.product(range(10), repeat=steps + 1):
-        for ops in itertools.product(OPERATIONS, repeat=steps):
+        for ops in itertools.product((PLUS, MINUS), repeat=steps):
             value, row = digits[0], [CLS, digits[0]]
             for op, digit in zip(ops, digits[1:]):
-                value = OPERATIONS[op](value, digit)
-                row += [op, digit]
-            rows.append(row + [EQUALS, MASK])
-            labels.append(value)
-    return torch.tensor(rows), torch.tensor(labels)
+                value = (value + digit) % 10 if op == PLUS else (value - digit) % 10
+                row += [op, digit, EQUALS, value]
+            rows.append(row)
+    return torch.tensor(rows)
 
 
-def equation_corpus() -> Tensor:
-    """The pre-training corpus: every single-step equation ``[CLS] a ∘ b = c`` (mod 10)."""
-    return torch.tensor([[CLS, a, op, b, EQUALS, fn(a, b)] for op, fn in OPERATIONS.items() for a in range(10) for b in range(10)])
+def result_slots(steps: int) -> list[int]:
+    """Positions of the results r1, r2, ... in a trace."""
+    return [5 + 4 * i for i in range(steps)]
 
 
-def pretrain_masked_lm(model: TinyTransformer, steps: int, seed: int, batch_size: int = 64, lr: float = 3e-3) -> float:
-    """Masked-token pre-training on the equation corpus (one token masked per sequence); returns the final MLM accuracy."""
-    corpus = equation_corpus()
+def hide_results(traces: Tensor, steps: int) -> Tensor:
+    """The traces with every result replaced by ``[MASK]`` (the question: the model must compute them)."""
+    hidden = traces.clone()
+    hidden[:, result_slots(steps)] = MASK
+    return hidden
+
+
+@dataclass
+class Pretraining:
+    """A pre-trained transformer: its weights, the masked-LM head, and the loss curve (mean loss per interval)."""
+
+    model: dict[str, Tensor]
+    lm_head: dict[str, Tensor]
+    curve: list[dict[str, float]]
+    settings: dict[str, Any]
+    seconds: float
+
+
+def pretrain_masked_lm(model: TinyTransformer, corpus: Tensor, steps: int, seed: int, batch_size: int = 128,
+                       lr: float = 3e-3, token_rate: float = 0.15, result_rate: float = 0.5,
+                       result_positions: Sequence[int] = ()) -> tuple[nn.Linear, list[dict[str, float]]]:
+    """Masked-token pre-training on ``corpus`` (AdamW, 100 warm-up steps, cosine decay to 0).
+
+    Every token but ``[CLS]`` is masked with probability ``token_rate``, the ``result_positions`` with
+    ``result_rate``. Returns the masked-LM head and the loss curve (mean loss over each 2% of the steps).
+    """
     generator = torch.Generator().manual_seed(seed)
     lm_head = nn.Linear(model.num_features, VOCAB)
     optimizer = torch.optim.AdamW([*model.parameters(), *lm_head.parameters()], lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    rates = torch.full((corpus.shape[1],), token_rate)
+    rates[list(result_positions)] = result_rate
+    rates[0] = 0.0
+    interval, losses, curve = max(1, steps // 50), [], []
     model.train()
-
-    def masked_batch(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        where = torch.randint(1, rows.shape[1], (rows.shape[0],), generator=generator)
-        target = rows[torch.arange(rows.shape[0]), where]
-        masked = rows.clone()
-        masked[torch.arange(rows.shape[0]), where] = MASK
-        return masked, where, target
-
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         rows = corpus[torch.randint(0, len(corpus), (batch_size,), generator=generator)]
-        masked, where, target = masked_batch(rows)
-        hidden = model.forward_features(masked)[torch.arange(batch_size), where]
-        loss = nn.functional.cross_entropy(lm_head(hidden), target)
+        masked = torch.rand(rows.shape, generator=generator) < rates
+        hidden = model.forward_features(rows.masked_fill(masked, MASK))
+        loss = nn.functional.cross_entropy(lm_head(hidden[masked]), rows[masked])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    with torch.no_grad():
-        masked, where, target = masked_batch(corpus)
-        hidden = model.forward_features(masked)[torch.arange(len(corpus)), where]
-        return (lm_head(hidden).argmax(-1) == target).float().mean().item()
+        schedule.step()
+        losses.append(loss.item())
+        if step % interval == 0:
+            curve.append({"step": step, "loss": statistics.mean(losses)})
+            losses = []
+    return lm_head, curve
 
 
 @dataclass
@@ -98,30 +119,99 @@ def easy_task(channels: tuple[int, ...] = (32, 64), lr: float = 0.05) -> SmcTask
     return SmcTask("easy", bundle, 0.1, build, registry.create("optimizer", "sgd", {"lr": lr, "momentum": 0.9}), 64)
 
 
-def hard_task(steps: int = 2, dim: int = 64, depth: int = 2, pretrain_steps: int = 1000, lr: float = 2e-3,
-              train_fraction: float = 0.6) -> SmcTask:
-    """Arithmetic chains mod 10 for a transformer first pre-trained (masked LM) on single-step equations."""
-    if steps < 1:
-        raise ConfigError(f"The hard task needs at least one arithmetic step, not {steps}.")
-    x, y = arithmetic_chains(steps)
-    train, val, test = split_indices(len(y), (train_fraction, 0.1, 0.9 - train_fraction), seed=0)
-    full = ArrayDataset(x, y)
-    bundle = DataBundle("smc-arithmetic", full.subset(train), full.subset(val), full.subset(test),
-                        Task("categorical", 10, (x.shape[1],)))
+@dataclass(frozen=True)
+class ChainSettings:
+    """The transformer tasks: chain length, model size and pre-training budget."""
+
+    steps: int = 2
+    corpus_steps: int = 2
+    dim: int = 32
+    depth: int = 3
+    heads: int = 4
+    pretrain_steps: int = 6000
+    lr: float = 3e-3
+    batch_size: int = 64
+    train_fraction: float = 0.6
+
+
+def chain_split(settings: ChainSettings) -> tuple[Tensor, list[Tensor]]:
+    """All traces and their train/val/test indices (fixed seed: every task and seed shares the split)."""
+    traces = arithmetic_traces(settings.steps)
+    return traces, split_indices(len(traces), (settings.train_fraction, 0.1, 0.9 - settings.train_fraction), seed=0)
+
+
+def pretrained_transformer(settings: ChainSettings, cache: Path | None = None, seed: int = 0) -> Pretraining:
+    """Pre-train (masked LM on ``pretraining_corpus``, results written out) once; reuse ``cache`` when it holds these settings."""
+    key = {**asdict(settings), "seed": seed}
+    if cache is not None and cache.is_file():
+        saved = load_torch(cache)
+        if saved.get("settings") == key:
+            return Pretraining(**saved)
+    corpus = pretraining_corpus(settings)
+    torch.manual_seed(seed)
+    model = _transformer(settings, -1)
+    start = time.perf_counter()
+    lm_head, curve = pretrain_masked_lm(model, corpus, settings.pretrain_steps, seed,
+                                        result_positions=result_slots(settings.corpus_steps))
+    done = Pretraining(model.state_dict(), lm_head.state_dict(), curve, key, time.perf_counter() - start)
+    if cache is not None:
+        save_torch(asdict(done), cache)
+    return done
+
+
+def pretraining_corpus(settings: ChainSettings) -> Tensor:
+    """Traces of ``corpus_steps`` operations whose first ``steps`` operations form a training chain.
+
+    No validation or test chain of the fine-tuning tasks appears in pre-training, not even as a prefix.
+    """
+    if settings.corpus_steps < settings.steps:
+        raise ConfigError(f"Pre-training traces ({settings.corpus_steps} steps) must be at least as long as the "
+                          f"task's chains ({settings.steps} steps).")
+    chains, (train, _, _) = chain_split(settings)
+    corpus = arithmetic_traces(settings.corpus_steps)
+    weights = VOCAB ** torch.arange(chains.shape[1])
+    keep = torch.isin((corpus[:, : chains.shape[1]] * weights).sum(1), (chains[train] * weights).sum(1))
+    return corpus[keep]
+
+
+def _transformer(settings: ChainSettings, readout: int) -> TinyTransformer:
+    return TinyTransformer(VOCAB, 2 + 4 * settings.corpus_steps, 10, dim=settings.dim, depth=settings.depth,
+                           heads=settings.heads, readout=readout)
+
+
+def chain_task(name: str, answer: int, settings: ChainSettings, pretraining: Pretraining) -> SmcTask:
+    """Fine-tune the pre-trained transformer to give result r_answer (1-based) of a trace whose results are hidden.
+
+    The head reads the answer's own slot and starts as the masked-LM head's digit rows, so fine-tuning
+    continues from what pre-training learnt (the answer is the masked token).
+    """
+    if not 1 <= answer <= settings.steps:
+        raise ConfigError(f"The answer must be one of the chain's {settings.steps} results (1..{settings.steps}), not {answer}.")
+    traces, (train, val, test) = chain_split(settings)
+    slot = result_slots(settings.steps)[answer - 1]
+    full = ArrayDataset(hide_results(traces, settings.steps), traces[:, slot])
+    bundle = DataBundle(f"smc-chain-r{answer}", full.subset(train), full.subset(val), full.subset(test),
+                        Task("categorical", 10, (traces.shape[1],)))
 
     def build(seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        model = TinyTransformer(VOCAB, x.shape[1], 10, dim=dim, depth=depth, heads=4)
-        pretrain_masked_lm(model, pretrain_steps, seed)
+        model = _transformer(settings, slot)
+        model.load_state_dict({k: v for k, v in pretraining.model.items() if not k.startswith("head.")}, strict=False)
+        with torch.no_grad():
+            model.head.weight.copy_(pretraining.lm_head["weight"][:10])
+            model.head.bias.copy_(pretraining.lm_head["bias"][:10])
         return model
 
-    return SmcTask("hard", bundle, 0.1, build, registry.create("optimizer", "adamw", {"lr": lr, "weight_decay": 0.0}), 128)
+    optimizer = registry.create("optimizer", "adamw", {"lr": settings.lr, "weight_decay": 0.0})
+    return SmcTask(name, bundle, 0.1, build, optimizer, settings.batch_size)
 
 
-def make_task(name: str, **options: object) -> SmcTask:
-    """The task called ``name`` (easy or hard)."""
+def make_task(name: str, cache: Path | None = None, settings: ChainSettings | None = None) -> SmcTask:
+    """The task called ``name``: easy (digits CNN), hard (the last result of a chain) or one-step (its first result)."""
     if name == "easy":
-        return easy_task(**options)  # type: ignore[arg-type]
-    if name == "hard":
-        return hard_task(**options)  # type: ignore[arg-type]
-    raise ConfigError(f"Unknown SMC task {name!r}; the tasks are: easy, hard.")
+        return easy_task()
+    if name in ("hard", "one-step"):
+        settings = settings or ChainSettings()
+        pretraining = pretrained_transformer(settings, cache)
+        return chain_task(name, settings.steps if name == "hard" else 1, settings, pretraining)
+    raise ConfigError(f"Unknown SMC task {name!r}; the tasks are: easy, hard, one-step.")

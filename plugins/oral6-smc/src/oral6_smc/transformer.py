@@ -29,11 +29,12 @@ class Block(nn.Module):
 
 
 class TinyTransformer(nn.Module):
-    """Token + position embeddings, ``depth`` blocks, a final norm; the head reads the last position (the answer slot)."""
+    """Token + position embeddings, ``depth`` blocks, a final norm; the head reads position ``readout`` (the answer slot)."""
 
     def __init__(self, vocab: int, max_len: int, num_outputs: int, dim: int = 64, depth: int = 2, heads: int = 4,
-                 mlp_ratio: int = 2) -> None:
+                 mlp_ratio: int = 2, readout: int = -1) -> None:
         super().__init__()
+        self.readout = readout
         self.tokens = nn.Embedding(vocab, dim)
         self.positions = nn.Embedding(max_len, dim)
         self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio) for _ in range(depth)])
@@ -47,7 +48,7 @@ class TinyTransformer(nn.Module):
         return self.norm(self.blocks(self.tokens(x) + self.positions(positions)))
 
     def forward_head(self, f: Tensor, pre_logits: bool = False) -> Tensor:
-        pooled = f[:, -1]
+        pooled = f[:, self.readout]
         return pooled if pre_logits else self.head(pooled)
 
     def get_classifier(self) -> nn.Module:
