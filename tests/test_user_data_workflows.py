@@ -3,17 +3,6 @@
 import json
 import shutil
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_train_with_cacm_and_plan_on_a_folder(cli, shift_folder, tmp_path):
     code, out = cli("train", "--dataset", f"folder:{shift_folder}", "--model", "cnn", "--regularizer", "cacm", "--epochs", "1",

@@ -10,14 +10,6 @@ from oral6_fishleg.autoencoders import autoencoder
 from oral6_fishleg.diagnostics import track_inverse_fisher
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_q_learns_the_exact_inverse_fisher_along_the_update_direction():
     """F_γ of a linear layer with a Gaussian likelihood is Kronecker, so Q(λ) fitted along ḡ can match it there."""
     torch.manual_seed(0)
