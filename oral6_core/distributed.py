@@ -6,6 +6,7 @@ Plugins that keep their own state use ``all_reduce_mean_`` (curvature statistics
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,14 @@ def setup(device: str = "auto") -> DistInfo:
         if use_cuda:
             torch.cuda.set_device(local_rank())
         torch_dist.init_process_group("nccl" if use_cuda else "gloo")
+        atexit.register(_shutdown)
     return DistInfo(torch_dist.get_rank(), torch_dist.get_world_size())
+
+
+def _shutdown() -> None:
+    """Leave the process group before the interpreter exits: tearing down a live gloo group at exit can abort the process."""
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 def wrap(net: nn.Module, device: torch.device) -> nn.Module:
