@@ -54,6 +54,7 @@ def setup(device: str = "auto") -> DistInfo:
 def _shutdown() -> None:
     """Leave the process group before the interpreter exits: tearing down a live gloo group at exit can abort the process."""
     if torch_dist.is_initialized():
+        torch_dist.barrier()
         torch_dist.destroy_process_group()
 
 
