@@ -36,6 +36,23 @@ def register_plugin() -> Iterator:
 
 
 @pytest.fixture
+def broken_plugin(monkeypatch) -> Iterator[str]:
+    """The only installed entry point is a plugin whose import fails; yields the reason discovery reports."""
+
+    class BrokenEntryPoint:
+        name, value, dist = "broken", "oral6_broken.plugin", None
+
+        def load(self):
+            raise ImportError("No module named 'oral6_broken'")
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [BrokenEntryPoint()])
+    plugins.reset()
+    yield "ImportError: No module named 'oral6_broken'"
+    monkeypatch.undo()
+    plugins.reset()
+
+
+@pytest.fixture
 def cli():
     """Invoke the oral6 CLI in-process; returns (exit code, plain output)."""
     from oral6_core.cli import app

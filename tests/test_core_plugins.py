@@ -64,28 +64,16 @@ def test_ci_runs_the_readme_commands():
         assert f"python -m {command}" in ci or command in ci, f"{command!r} is not what .ci/run runs"
 
 
-def test_a_plugin_that_fails_to_import_is_skipped_and_reported(monkeypatch):
+def test_a_plugin_that_fails_to_import_is_skipped_and_reported(broken_plugin):
     import warnings
 
     from oral6_core import plugins, registry
 
-    class BrokenEntryPoint:
-        name, value, dist = "broken", "oral6_broken.plugin", None
-
-        def load(self):
-            raise ImportError("No module named 'oral6_broken'")
-
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [BrokenEntryPoint()])
-    plugins.reset()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert "sgd" in registry.names("optimizer")
-        assert plugins.failed_plugins() == {"broken": "ImportError: No module named 'oral6_broken'"}
-        assert any("failed to import and is skipped" in str(w.message) for w in caught)
-    finally:
-        monkeypatch.undo()
-        plugins.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "sgd" in registry.names("optimizer")
+    assert plugins.failed_plugins() == {"broken": "ImportError: No module named 'oral6_broken'"}
+    assert any("failed to import and is skipped" in str(w.message) for w in caught)
 
 
 def test_update_readme_rewrites_only_its_section_and_copies_figures(tmp_path):

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from oral6_core import discovery, plugins
+from oral6_core import discovery
 
 PROBE = """
 import sys
@@ -61,7 +61,7 @@ def test_the_cache_key_follows_plugins_sources_and_the_load_switch(tmp_path, mon
     assert discovery.cache_key() != edited
 
 
-def test_list_plugins_names_a_plugin_that_failed_to_import(cli, monkeypatch):
+def test_list_plugins_names_a_plugin_that_failed_to_import(cli, monkeypatch, broken_plugin):
     import io
 
     from rich.console import Console
@@ -69,24 +69,12 @@ def test_list_plugins_names_a_plugin_that_failed_to_import(cli, monkeypatch):
     from oral6_core import cli as cli_module
 
     wide = io.StringIO()
-    class BrokenEntryPoint:
-        name, value, dist = "broken", "oral6_broken.plugin", None
-
-        def load(self):
-            raise ImportError("No module named 'oral6_broken'")
-
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [BrokenEntryPoint()])
-    plugins.reset()
-    try:
-        monkeypatch.setattr(cli_module, "console", Console(file=wide, width=300))
-        code, _ = cli("list-plugins")
-        row = next(line for line in wide.getvalue().splitlines() if "broken" in line)
-        assert code == 0 and "failed to import, skipped: ImportError: No module named 'oral6_broken'" in row
-        code, out = cli("list-plugins", "--json")
-        report = json.loads(out)
-        assert report["failed"] == {"broken": "ImportError: No module named 'oral6_broken'"}
-        assert {"name": "broken", "error": "ImportError: No module named 'oral6_broken'"}.items() <= next(
-            p for p in report["plugins"] if p["name"] == "broken").items()
-    finally:
-        monkeypatch.undo()
-        plugins.reset()
+    monkeypatch.setattr(cli_module, "console", Console(file=wide, width=300))
+    code, _ = cli("list-plugins")
+    row = next(line for line in wide.getvalue().splitlines() if "broken" in line)
+    assert code == 0 and "failed to import, skipped: ImportError: No module named 'oral6_broken'" in row
+    code, out = cli("list-plugins", "--json")
+    report = json.loads(out)
+    assert report["failed"] == {"broken": "ImportError: No module named 'oral6_broken'"}
+    assert {"name": "broken", "error": "ImportError: No module named 'oral6_broken'"}.items() <= next(
+        p for p in report["plugins"] if p["name"] == "broken").items()
