@@ -189,6 +189,8 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
         if train.epochs < start_epoch + (skip > 0):
             raise ConfigError(f"The run in {out_dir} has already begun epoch {start_epoch + (skip > 0)}; --epochs must be at least that.")
         _set_rng_state(ckpt["rng"])
+    feed_masks = _MaskFeed(model, opt, pruner)
+    feed_masks()
     if writer:
         if resume:
             write_jsonl(history, out_dir / METRICS)  # type: ignore[operator]  # drops rows of an epoch the checkpoint does not hold
@@ -243,6 +245,7 @@ def _fit(model: nn.Module, bundle: DataBundle, optimizer: OptimizerFactory, trai
                     scheduler.step()
                 if pruner is not None:
                     pruner.on_step_end(step, total_steps)
+                    feed_masks()
                 opt.zero_grad(set_to_none=True)
                 logs.log_step(step, lambda: {"step/train_loss": loss.item(), "step/lr": opt.param_groups[0]["lr"]})
                 signum = stop.requested()
@@ -303,6 +306,30 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
     keys = [k for k in row if k.endswith("_accuracy") and not k.startswith("test_")]
     keys += [k for k in ("val_loss", "train_loss", "sparsity") if k in row]
     return {k: row[k] for k in keys}
+
+
+class _MaskFeed:
+    """Hands the pruner's masks to an optimizer that defines ``set_masks({param: bool_mask})``, when they change.
+
+    A call compares the mask tensors with those last handed over, by identity and in-place version
+    counter, so unchanged masks cost a dictionary of references and no copy.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, pruner: Pruner | None) -> None:
+        self.set_masks = getattr(optimizer, "set_masks", None) if pruner is not None else None
+        self.pruner = pruner
+        self.params = dict(model.named_parameters())
+        self.seen: list[tuple[str, Tensor, int]] = []
+
+    def __call__(self) -> None:
+        if self.set_masks is None:
+            return
+        masks = self.pruner.masks()  # type: ignore[union-attr]
+        seen = [(name, mask, mask._version) for name, mask in masks.items()]
+        if len(seen) == len(self.seen) and all(a[0] == b[0] and a[1] is b[1] and a[2] == b[2] for a, b in zip(seen, self.seen)):
+            return
+        self.seen = seen
+        self.set_masks({self.params[name]: mask for name, mask in masks.items() if name in self.params})
 
 
 class _LossMonitor:

@@ -7,12 +7,17 @@ Each step (paper, Algorithm 1):
   θ ← θ − η Q(λ) ḡ  (ḡ bias-corrected by 1/(1−βᵗ)).
 Q starts at Q₀ = s·I with s = ``init_scale`` (default 1/γ, the damped inverse Fisher of a direction
 with no curvature), so the first step is SGD with lr η·s.
+
+With a pruner's masks (``set_masks``) and ``sparse`` on, every product is restricted to the kept
+coordinates S (P the projection onto them): u = Pḡ/‖Pḡ‖, z = PQ(λ)Pu, d = PF̂Pz + γz − u and
+θ ← θ − η PQ(λ)Pḡ, so Q(λ) is fitted to the inverse damped Fisher of the sparse network,
+(F_SS + γI)⁻¹, and the step is its natural gradient, zero at pruned weights.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from oral6_core import distributed
@@ -53,6 +58,10 @@ class FishLegConfig(ComponentConfig):
     max_factor_size: int = Field(2048, ge=1, description=(
         "Layers whose Kronecker factor would be larger fall back to a diagonal Q."))
     seed: int = Field(0, description="Seed of the generator that samples labels from the model.")
+    sparse: bool = Field(True, description=(
+        "With a pruner's masks, learn and apply the inverse Fisher of the sparse network: pruned coordinates are "
+        "removed from u, from the Fisher-vector product and from Q(λ)u, so the step is (F_SS + γI)⁻¹ḡ on the kept "
+        "weights S and zero elsewhere (false: the dense Q(λ)ḡ, which the pruner then projects onto the kept weights)."))
 
 
 class FishLeg(torch.optim.Optimizer):
@@ -74,14 +83,10 @@ class FishLeg(torch.optim.Optimizer):
         self._factors: list[dict[str, Tensor]] | None = None
         self._generator = torch.Generator(device=params[0].device).manual_seed(config.seed)
         self.init_scale = config.init_scale if config.init_scale is not None else 1.0 / config.damping
+        self._block_masks: list[Tensor | None] = [None] * len(self.blocks)  # P in each block's layout (None: dense)
+        self._param_masks: list[Tensor | None] = [None] * len(params)
         for block in self.blocks:
-            lead = block.params[0]
-            state = self.state[lead]
-            state["momentum"] = torch.zeros_like(block.gather([p.detach() for p in block.params]))
-            for name, value in block.init_lambda(self.init_scale, lead).items():
-                state[f"q_{name}"] = value
-                state[f"q_{name}_exp_avg"] = torch.zeros_like(value)
-                state[f"q_{name}_exp_avg_sq"] = torch.zeros_like(value)
+            self._block_state(block)
 
     # ----------------------------------------------------------------------- public API
 
@@ -92,28 +97,61 @@ class FishLeg(torch.optim.Optimizer):
         self._aux_x = (x if size is None else x[:size]).detach()
 
     @torch.no_grad()
+    def set_masks(self, masks: Mapping[Tensor, Tensor]) -> None:
+        """Restrict FishLeg to the kept weights of a sparse network: ``masks`` maps parameters to boolean masks.
+
+        True keeps a weight; parameters without a mask stay dense. With ``sparse`` off this does nothing.
+        oral6's training loop calls it before the first step (after the pruner's ``on_train_start`` and
+        any resume) and after every ``on_step_end`` that changed the masks; used by hand, call it again
+        after ``load_state_dict``. It zeroes ḡ at pruned weights, so calling it twice with the same
+        masks changes nothing.
+        """
+        if not self.config.sparse:
+            return
+        given = {id(p): m for p, m in masks.items()}
+        params = self.param_groups[0]["params"]
+        for p in params:
+            mask = given.get(id(p))
+            if mask is not None and tuple(mask.shape) != tuple(p.shape):
+                raise ConfigError(f"FishLeg got a mask of shape {tuple(mask.shape)} for a parameter of shape "
+                                  f"{tuple(p.shape)}; a mask must have its parameter's shape.")
+        self._param_masks = [self._as_mask(given.get(id(p)), p) for p in params]
+        start = 0
+        for i, block in enumerate(self.blocks):
+            pieces = self._param_masks[start : start + len(block.params)]
+            start += len(block.params)
+            if all(m is None for m in pieces):
+                self._block_masks[i] = None
+                continue
+            mask = block.gather([torch.ones_like(p) if m is None else m for p, m in zip(block.params, pieces)])
+            self._block_masks[i] = mask
+            self._block_state(block)["momentum"].mul_(mask)
+
+    @torch.no_grad()
     def precondition(self, vectors: Sequence[Tensor]) -> list[Tensor]:
-        """Q(λ) v for per-parameter ``vectors`` (ordered as ``param_groups[0]['params']``)."""
+        """Q(λ) v for per-parameter ``vectors`` (ordered as ``param_groups[0]['params']``); PQ(λ)Pv with masks."""
         out: list[Tensor] = []
-        for block, factors, v in zip(self.blocks, self._current_factors(), self._split(vectors)):
-            out.extend(block.scatter(block.apply(factors, block.gather(v))))
+        for i, (block, factors, v) in enumerate(zip(self.blocks, self._current_factors(), self._split(vectors))):
+            out.extend(block.scatter(self._restrict(i, block.apply(factors, self._restrict(i, block.gather(v))))))
         return out
 
     def momentum(self) -> list[Tensor]:
         """ḡ per parameter (ordered as ``param_groups[0]['params']``)."""
-        return [t for b in self.blocks for t in b.scatter(self.state[b.params[0]]["momentum"])]
+        return [t for b in self.blocks for t in b.scatter(self._block_state(b)["momentum"])]
 
     def fisher_vector_product(self, vectors: Sequence[Tensor]) -> list[Tensor]:
-        """F̂ v on the observed batch with labels sampled from the model (averaged over ranks)."""
+        """F̂ v on the observed batch with labels sampled from the model (averaged over ranks); PF̂Pv with masks."""
         x = self._require_aux_batch()
         params = self.param_groups[0]["params"]
+        masks = self._param_masks
+        vectors = [v if m is None else v * m for v, m in zip(vectors, masks)]
         product = fisher_vector_product(self.model, self.likelihood, x, params, vectors, self._generator,
                                         self.config.fvp, self.config.fd_eps)
         if distributed.is_active():
             flat = torch.cat([t.reshape(-1) for t in product])
             distributed.all_reduce_mean_(flat)
             product = [t.view_as(p) for t, p in zip(flat.split([p.numel() for p in params]), params)]
-        return product
+        return [t if m is None else t * m for t, m in zip(product, masks)]
 
     @torch.no_grad()
     def aux_update(self, directions: Sequence[Tensor] | None = None) -> Tensor:
@@ -123,13 +161,13 @@ class FishLeg(torch.optim.Optimizer):
         """
         group = self.param_groups[0]
         if directions is None:
-            u_blocks = [self.state[b.params[0]]["momentum"] for b in self.blocks]
+            u_blocks = [self._block_state(b)["momentum"] for b in self.blocks]
         else:
-            u_blocks = [b.gather(v) for b, v in zip(self.blocks, self._split(directions))]
+            u_blocks = [self._restrict(i, b.gather(v)) for i, (b, v) in enumerate(zip(self.blocks, self._split(directions)))]
         norm = torch.sqrt(sum((u * u).sum() for u in u_blocks))  # type: ignore[arg-type]
         u_blocks = [u / norm.clamp_min(torch.finfo(u.dtype).tiny) for u in u_blocks]
         factors = self._current_factors()
-        z_blocks = [b.apply(f, u) for b, f, u in zip(self.blocks, factors, u_blocks)]
+        z_blocks = [self._restrict(i, b.apply(f, u)) for i, (b, f, u) in enumerate(zip(self.blocks, factors, u_blocks))]
         fz = self.fisher_vector_product([t for b, z in zip(self.blocks, z_blocks) for t in b.scatter(z)])
         d_blocks = [b.gather(fv) + group["damping"] * z - u
                     for b, fv, z, u in zip(self.blocks, self._split(fz), z_blocks, u_blocks)]
@@ -156,21 +194,22 @@ class FishLeg(torch.optim.Optimizer):
         t = group["fishleg_step"]
         beta, wd = group["beta"], group["weight_decay"]
         active = []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             if all(p.grad is None for p in block.params):
                 continue
             g = block.gather([torch.zeros_like(p) if p.grad is None else p.grad for p in block.params])
             if wd:
                 g.add_(block.gather([p for p in block.params]), alpha=wd)
-            self.state[block.params[0]]["momentum"].mul_(beta).add_(g, alpha=1 - beta)
-            active.append(block)
+            self._block_state(block)["momentum"].mul_(beta).add_(self._restrict(i, g), alpha=1 - beta)
+            active.append(i)
         if self._is_aux_step(t):
             self.aux_update()
         correction = 1 - beta**t if self.config.bias_correction else 1.0
         step_size = group["lr"] / correction
-        factors = dict(zip(map(id, self.blocks), self._current_factors()))
-        for block in active:
-            z = block.apply(factors[id(block)], self.state[block.params[0]]["momentum"])
+        factors = self._current_factors()
+        for i in active:
+            block = self.blocks[i]
+            z = self._restrict(i, block.apply(factors[i], self._block_state(block)["momentum"]))
             for p, delta in zip(block.params, block.scatter(z)):
                 p.add_(delta, alpha=-step_size)
         return loss
@@ -191,7 +230,7 @@ class FishLeg(torch.optim.Optimizer):
     def describe(self) -> list[dict[str, Any]]:
         """One row per block: its parameters, which rule chose its form of Q, and its λ size."""
         return [{"block": b.label, "form": b.kind, "parameters": sum(p.numel() for p in b.params),
-                 "lambda": sum(self.state[b.params[0]][f"q_{n}"].numel() for n in b.lambda_names)} for b in self.blocks]
+                 "lambda": sum(v.numel() for v in self._lambda(b).values())} for b in self.blocks]
 
     # ----------------------------------------------------------------------- internals
 
@@ -222,19 +261,48 @@ class FishLeg(torch.optim.Optimizer):
             self._factors = [b.factors(self._lambda(b)) for b in self.blocks]
         return self._factors
 
+    def _block_state(self, block: QBlock) -> dict[str, Any]:
+        """The block's state (ḡ, λ and Adam's moments on λ), set to ḡ = 0, Q = s·I if absent.
+
+        λ and its moments sit in nested dicts: a pruner zeroes the pruned entries of every tensor of
+        ``state[p]`` shaped like p, which must hit ḡ but never λ. The state is absent at the start and
+        after a pruner restarts the optimizer (IMP's rewinding pops ``state[p]``).
+        """
+        lead = block.params[0]
+        state = self.state[lead]
+        if "momentum" not in state:
+            state["momentum"] = torch.zeros_like(block.gather([p.detach() for p in block.params]))
+            lam = block.init_lambda(self.init_scale, lead)
+            state["lambda"] = lam
+            state["lambda_exp_avg"] = {n: torch.zeros_like(v) for n, v in lam.items()}
+            state["lambda_exp_avg_sq"] = {n: torch.zeros_like(v) for n, v in lam.items()}
+            self._factors = None
+        return state
+
     def _lambda(self, block: QBlock) -> dict[str, Tensor]:
-        state = self.state[block.params[0]]
-        return {n: state[f"q_{n}"] for n in block.lambda_names}
+        return self._block_state(block)["lambda"]
+
+    def _restrict(self, index: int, matrix: Tensor) -> Tensor:
+        """P·matrix in block ``index``'s layout (in place; unchanged where the block is dense)."""
+        mask = self._block_masks[index]
+        return matrix if mask is None else matrix.mul_(mask)
+
+    @staticmethod
+    def _as_mask(mask: Tensor | None, param: Tensor) -> Tensor | None:
+        """A 0/1 mask in ``param``'s dtype and device, or None where every weight is kept."""
+        if mask is None or bool(mask.all()):
+            return None
+        return mask.to(device=param.device, dtype=param.dtype)
 
     @torch.no_grad()
     def _adam_on_lambda(self, grads: Sequence[Tensor], group: dict[str, Any]) -> None:
         beta1, beta2 = self.config.aux_betas
         n = group["fishleg_aux_steps"]
         step_size = group["aux_lr"] * math.sqrt(1 - beta2**n) / (1 - beta1**n)
-        keys = [(self.state[b.params[0]], name) for b in self.blocks for name in b.lambda_names]
-        values = [state[f"q_{name}"] for state, name in keys]
-        exp_avg = [state[f"q_{name}_exp_avg"] for state, name in keys]
-        exp_avg_sq = [state[f"q_{name}_exp_avg_sq"] for state, name in keys]
+        keys = [(self._block_state(b), name) for b in self.blocks for name in b.lambda_names]
+        values = [state["lambda"][name] for state, name in keys]
+        exp_avg = [state["lambda_exp_avg"][name] for state, name in keys]
+        exp_avg_sq = [state["lambda_exp_avg_sq"][name] for state, name in keys]
         torch._foreach_lerp_(exp_avg, list(grads), 1 - beta1)
         torch._foreach_mul_(exp_avg_sq, beta2)
         torch._foreach_addcmul_(exp_avg_sq, list(grads), list(grads), value=1 - beta2)
