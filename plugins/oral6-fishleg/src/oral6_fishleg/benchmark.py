@@ -1,4 +1,5 @@
-"""Benchmark ``fishleg-autoencoder``: deep ReLU auto-encoders (Bernoulli) trained with FishLeg and its peers.
+"""Benchmarks ``fishleg-autoencoder`` and ``fishleg-sparse-autoencoder``: deep ReLU auto-encoders (Bernoulli)
+trained with FishLeg and its peers, dense and GMP-pruned.
 
 Every optimizer gets a grid sweep of the same size through ``oral6_core.sweep.optimize`` (FishLeg
 over η and the initial scale of Q, the others over their learning rate) on seed 0, selected by the
@@ -6,7 +7,9 @@ final validation loss; the selected configuration is then trained on fresh seeds
 runs enter the reported losses and the claims. Larger batches train for proportionally more epochs,
 so every batch size takes the same number of steps. The step-time ratio is measured in this
 process, alternating FishLeg and Adam steps on the same batches, and ``diagnostics`` tracks the
-learned Q(λ) against the exact inverse damped Fisher on a smaller auto-encoder.
+learned Q(λ) against the exact inverse damped Fisher on a smaller auto-encoder. The sparse benchmark
+runs the same sweep rule for FishLeg and Adam under gradual magnitude pruning, with FishLeg's
+sparse natural gradient against the dense one projected onto the kept weights.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from oral6_core import registry
 from oral6_core.bench import markdown_table, mean_std, new_figure, save_figure
 from oral6_core.progress import track
-from oral6_core.components import Benchmark, BenchResult, OptimizerFactory, Task
+from oral6_core.components import Benchmark, BenchResult, OptimizerFactory, Pruner, Task
 from oral6_core.config import ComponentConfig, TrainConfig
 from oral6_core.data import DataBundle
 from oral6_core.errors import ConfigError, NonFiniteLossError
@@ -54,7 +57,7 @@ class SOAPFactory(OptimizerFactory):
         return SOAP(model.parameters(), lr=self.config.lr, weight_decay=0.0)
 
 
-class FishLegAutoencoderConfig(ComponentConfig):
+class AutoencoderSweepConfig(ComponentConfig):
     datasets: list[Literal["digits", "curves"]] = Field(["digits", "curves"], description="Auto-encoder datasets.")
     batch_sizes: list[int] = Field([32, 256], description="Minibatch sizes to compare (the first is the small one).")
     epochs: int = Field(30, ge=1, description=(
@@ -64,24 +67,37 @@ class FishLegAutoencoderConfig(ComponentConfig):
     fishleg_lrs: list[float] = Field([0.02, 0.05], description="FishLeg η grid.")
     fishleg_init_scales: list[float] = Field([5.0, 10.0], description="FishLeg grid of the initial scale s, Q₀ = s·I.")
     adam_lrs: list[float] = Field([1e-3, 3e-3, 1e-2, 3e-2], description="Adam learning-rate grid.")
+    curves_images: int = Field(600, ge=20, description="Number of procedural CURVES images.")
+    device: Literal["cpu", "auto"] = Field("cpu", description="Where to train (auto: cuda when present).")
+    threads: int = Field(1, ge=1, description="torch CPU threads (1 keeps timings stable on a shared machine).")
+
+
+class FishLegAutoencoderConfig(AutoencoderSweepConfig):
     sgd_lrs: list[float] = Field([3e-3, 1e-2, 3e-2, 1e-1], description="SGD (momentum 0.9) learning-rate grid.")
     soap_lrs: list[float] = Field([3e-4, 1e-3, 3e-3, 1e-2], description="SOAP learning-rate grid.")
-    curves_images: int = Field(600, ge=20, description="Number of procedural CURVES images.")
     timing_steps: int = Field(400, ge=2, description="Steps of each optimizer timed for the step-time ratio.")
     diagnostic_steps: int = Field(400, ge=2, description="FishLeg steps tracked against the exact inverse Fisher.")
     diagnostic_seeds: int = Field(3, ge=1, description="Seeds of the inverse-Fisher diagnostics.")
     diagnostic_encoder: list[int] = Field([64, 8, 2], description=(
         "Widths (input to code) of the digits auto-encoder small enough for the exact Fisher in the diagnostics."))
     diagnostic_probe: int = Field(64, ge=1, description="Training images on which the diagnostics' exact Fisher is built.")
-    device: Literal["cpu", "auto"] = Field("cpu", description="Where to train (auto: cuda when present).")
-    threads: int = Field(1, ge=1, description="torch CPU threads (1 keeps timings stable on a shared machine).")
+
+
+class FishLegSparseAutoencoderConfig(AutoencoderSweepConfig):
+    datasets: list[Literal["digits", "curves"]] = Field(["digits"], description="Auto-encoder datasets.")
+    batch_sizes: list[int] = Field([32], description="Minibatch sizes to compare (the first is the small one).")
+    sparsity: float = Field(0.8, gt=0, lt=1, description=(
+        "Final sparsity of gradual magnitude pruning (the `gmp` pruner with its default cubic schedule) over the "
+        "prunable weights."))
 
 
 QUICK = {"datasets": ["digits", "curves"], "batch_sizes": [32, 64], "epochs": 1, "seeds": 1, "fishleg_lrs": [0.02], "fishleg_init_scales": [10.0],
          "adam_lrs": [3e-3], "sgd_lrs": [1e-2], "soap_lrs": [3e-3], "curves_images": 200, "timing_steps": 40,
          "diagnostic_steps": 8, "diagnostic_seeds": 1, "diagnostic_probe": 8, "diagnostic_encoder": [64, 2]}
+SPARSE_QUICK = {"epochs": 1, "seeds": 1, "fishleg_lrs": [0.02], "fishleg_init_scales": [10.0], "adam_lrs": [3e-3]}
 COST_LIMITS = {32: 1.3, 256: 1.15}
 FROZEN = "fishleg, Q frozen at Q₀"
+PROJECTED = "fishleg, dense Q projected"
 Space = tuple[Callable[[dict[str, Any]], OptimizerFactory], dict[str, list[float]]]  # factory of options, grid
 
 
@@ -92,8 +108,10 @@ class FishLegAutoencoderBenchmark(Benchmark):
     Config = FishLegAutoencoderConfig
     readme: ClassVar[Path | None] = Path(__file__).parents[2] / "README.md"
 
+    quick_options: ClassVar[dict[str, Any]] = QUICK
+
     def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
-        c = self.config.model_copy(update=QUICK) if quick else self.config
+        c = self.config.model_copy(update=self.quick_options) if quick else self.config
         threads = torch.get_num_threads()
         torch.set_num_threads(c.threads)
         try:
@@ -101,19 +119,34 @@ class FishLegAutoencoderBenchmark(Benchmark):
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self, c: FishLegAutoencoderConfig, out_dir: Path) -> BenchResult:
-        spaces = _spaces(c)
-        grid = math.prod(len(v) for v in spaces["fishleg"][1].values())
+    def _ablation(self, selected: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """FishLeg's selected row → the label and options of its ablation, run on the same fresh seeds.
+
+        Here the selected configuration with λ never updated: Q stays s·I.
+        """
+        return FROZEN, {**selected["params"], "aux_every": selected["steps"] + 1}
+
+    def _pruner(self, c: AutoencoderSweepConfig) -> Pruner | None:
+        """A fresh pruner for one training run (none: dense)."""
+        return None
+
+    def _sweep_rows(self, c: AutoencoderSweepConfig) -> list[dict[str, Any]]:
+        """Every optimizer swept and repeated on each dataset and batch size, FishLeg followed by its ablation."""
         rows: list[dict[str, Any]] = []
         for dataset in c.datasets:
             bundle = autoencoder_bundle(dataset, c.curves_images)
             for batch in c.batch_sizes:
                 epochs = _equal_step_epochs(c.epochs, len(bundle.train), c.batch_sizes[0], batch)
-                for label, space in track(list(spaces.items()), f"fishleg-autoencoder {dataset} batch {batch}", "method"):
+                for label, space in track(list(_spaces(c).items()), f"{self.name} {dataset} batch {batch}", "method"):
                     rows.append(self._tune_and_repeat(c, bundle, dataset, batch, epochs, label, space))
-                    if label == "fishleg":  # the selected configuration with λ never updated: Q stays s·I
-                        frozen = {**rows[-1]["params"], "aux_every": rows[-1]["steps"] + 1}
-                        rows.append(self._repeat(c, bundle, dataset, batch, epochs, FROZEN, space[0], frozen))
+                    if label == "fishleg":
+                        ablation, options = self._ablation(rows[-1])
+                        rows.append(self._repeat(c, bundle, dataset, batch, epochs, ablation, space[0], options))
+        return rows
+
+    def _run(self, c: FishLegAutoencoderConfig, out_dir: Path) -> BenchResult:
+        grid = math.prod(len(v) for v in _spaces(c)["fishleg"][1].values())
+        rows = self._sweep_rows(c)
         timing = _timing_rows(c)
         selected = {r["batch"]: r["params"] for r in rows if r["dataset"] == "digits" and r["optimizer"] == "fishleg"}
         diagnostics = _diagnostic_rows(c, selected)
@@ -144,19 +177,19 @@ class FishLegAutoencoderBenchmark(Benchmark):
         )
         return BenchResult(rows=rows + timing + diagnostics, markdown=markdown, files=files, claims=claims)
 
-    def _train(self, c: FishLegAutoencoderConfig, bundle: DataBundle, dataset: str, batch: int, epochs: int,
+    def _train(self, c: AutoencoderSweepConfig, bundle: DataBundle, dataset: str, batch: int, epochs: int,
                factory: OptimizerFactory, seed: int, trial: Trial | None = None) -> list[dict[str, Any]]:
         seed_everything(seed)
         model = autoencoder(ENCODERS[dataset])
         train = TrainConfig(epochs=epochs, batch_size=batch, seed=seed, device=c.device, progress=False, checkpoint=False)
-        history = fit(model, bundle, factory, train).history
+        history = fit(model, bundle, factory, train, pruner=self._pruner(c)).history
         if trial is not None:
             for row in history:
                 trial.report(row["val_loss"], row["epoch"])
             trial.set_attr("test_loss", history[-1]["test_loss"])
         return history
 
-    def _tune_and_repeat(self, c: FishLegAutoencoderConfig, bundle: DataBundle, dataset: str, batch: int, epochs: int,
+    def _tune_and_repeat(self, c: AutoencoderSweepConfig, bundle: DataBundle, dataset: str, batch: int, epochs: int,
                          label: str, space: Space) -> dict[str, Any]:
         make, grid = space
 
@@ -169,7 +202,7 @@ class FishLegAutoencoderBenchmark(Benchmark):
         best = {k.removeprefix("optimizer."): v for k, v in sweep.best_params.items()}
         return {**self._repeat(c, bundle, dataset, batch, epochs, label, make, best), "sweep": sweep.to_json()}
 
-    def _repeat(self, c: FishLegAutoencoderConfig, bundle: DataBundle, dataset: str, batch: int, epochs: int, label: str,
+    def _repeat(self, c: AutoencoderSweepConfig, bundle: DataBundle, dataset: str, batch: int, epochs: int, label: str,
                 make: Callable[[dict[str, Any]], OptimizerFactory], options: dict[str, Any]) -> dict[str, Any]:
         """``options`` trained on the fresh seeds 1..seeds: the reported row."""
         histories = []
@@ -182,14 +215,16 @@ class FishLegAutoencoderBenchmark(Benchmark):
         finals = [h[-1]["test_loss"] for h in histories]
         return {
             "dataset": dataset, "batch": batch, "epochs": epochs, "steps": epochs * math.ceil(len(bundle.train) / batch),
-            "optimizer": label, "selected": ", ".join(f"{k}={v:g}" for k, v in options.items()), "params": options,
+            "optimizer": label, "selected": ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}'}" for k, v in options.items()), "params": options,
             "val loss": mean_std([h[-1]["val_loss"] for h in histories], 2), "test loss": mean_std(finals, 2),
             "test_losses": finals, "sec/epoch": statistics.mean(h[-1]["time"] / len(h) for h in histories),
             "test_loss_per_epoch": [statistics.mean(h[e]["test_loss"] for h in histories) for e in range(epochs)],
             "seconds_per_epoch": [statistics.mean(h[e]["time"] for h in histories) for e in range(epochs)],
+            **({"sparsity": statistics.mean(sparsity)} if (sparsity := [h[-1]["sparsity"] for h in histories
+                                                                         if "sparsity" in h[-1]]) else {}),
         }
 
-    def _plot(self, rows: list[dict[str, Any]], c: FishLegAutoencoderConfig, path: Path) -> Path:
+    def _plot(self, rows: list[dict[str, Any]], c: AutoencoderSweepConfig, path: Path) -> Path:
         panels = [(d, b) for d in c.datasets for b in c.batch_sizes]
         fig, axes = new_figure(2, len(panels), figsize=(4 * len(panels), 6.5), squeeze=False)
         for col, (dataset, batch) in enumerate(panels):
@@ -213,15 +248,16 @@ def _equal_step_epochs(epochs: int, examples: int, first_batch: int, batch: int)
     return max(1, round(epochs * math.ceil(examples / first_batch) / math.ceil(examples / batch)))
 
 
-def _spaces(c: FishLegAutoencoderConfig) -> dict[str, Space]:
-    """Each optimizer's factory and grid; every grid has the same number of points."""
+def _spaces(c: AutoencoderSweepConfig) -> dict[str, Space]:
+    """Each optimizer's factory and grid (SGD-m and SOAP in the dense benchmark); every grid has the same number of points."""
     spaces: dict[str, Space] = {
         "fishleg": (lambda o: registry.create("optimizer", "fishleg", o),
                     {"lr": c.fishleg_lrs, "init_scale": c.fishleg_init_scales}),
         "adam": (lambda o: registry.create("optimizer", "adam", o), {"lr": c.adam_lrs}),
-        "sgd-m": (lambda o: registry.create("optimizer", "sgd", {**o, "momentum": 0.9}), {"lr": c.sgd_lrs}),
-        "soap": (lambda o: SOAPFactory(SOAPConfig(**o)), {"lr": c.soap_lrs}),
     }
+    if isinstance(c, FishLegAutoencoderConfig):
+        spaces["sgd-m"] = (lambda o: registry.create("optimizer", "sgd", {**o, "momentum": 0.9}), {"lr": c.sgd_lrs})
+        spaces["soap"] = (lambda o: SOAPFactory(SOAPConfig(**o)), {"lr": c.soap_lrs})
     sizes = {label: math.prod(len(v) for v in grid.values()) for label, (_, grid) in spaces.items()}
     if len(set(sizes.values())) != 1:
         raise ConfigError(f"Every optimizer must get the same number of configurations; the grids have {sizes}. "
@@ -356,3 +392,60 @@ def _claims(rows: list[dict[str, Any]], timing: list[dict[str, Any]], c: FishLeg
 def _sync(x: torch.Tensor) -> None:
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
+
+
+class FishLegSparseAutoencoderBenchmark(FishLegAutoencoderBenchmark):
+    """FishLeg vs Adam on a deep auto-encoder pruned by GMP: the sparse natural gradient against the projected one."""
+
+    name = "fishleg-sparse-autoencoder"
+    Config = FishLegSparseAutoencoderConfig
+    quick_options: ClassVar[dict[str, Any]] = SPARSE_QUICK
+
+    def _ablation(self, selected: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The selected configuration with ``sparse`` off: the dense Q(λ)ḡ, projected onto the kept weights by the pruner."""
+        return PROJECTED, {**selected["params"], "sparse": False}
+
+    def _pruner(self, c: AutoencoderSweepConfig) -> Pruner | None:
+        return registry.create("pruner", "gmp", {"sparsity": c.sparsity})  # type: ignore[attr-defined, return-value]
+
+    def _run(self, c: FishLegSparseAutoencoderConfig, out_dir: Path) -> BenchResult:  # type: ignore[override]
+        grid = math.prod(len(v) for v in _spaces(c)["fishleg"][1].values())
+        rows = self._sweep_rows(c)
+        claims, notes = _sparse_claims(rows, c)
+        files = [self._plot(rows, c, out_dir / "fishleg_sparse_autoencoder.png")]
+        steps = {(r["dataset"], r["batch"]): r["steps"] for r in rows}
+        gmp = self._pruner(c).config  # type: ignore[union-attr]
+        columns = ["dataset", "batch", "epochs", "optimizer", "selected", "sparsity", "val loss", "test loss", "sec/epoch"]
+        markdown = (
+            f"Deep ReLU auto-encoders pruned by GMP to {c.sparsity:.0%} sparsity of the prunable weights (cubic schedule "
+            f"from {gmp.start:.0%} to {gmp.end:.0%} of the steps, every {gmp.update_every} steps, {gmp.allocation} "
+            f"allocation; the output layer stays dense), Bernoulli NLL per image (nats). Each "
+            f"optimizer: a grid sweep of {grid} configurations on seed 0, selected by final validation loss, then "
+            f"{c.seeds} fresh seed(s); the table shows the fresh seeds only (mean ± std; sparsity: measured share of "
+            f"zero weights at the end). `fishleg` learns and applies the inverse Fisher of the sparse network; "
+            f"`{PROJECTED}`: the same configuration with `sparse=false` (the dense Q(λ)ḡ, which the pruner projects "
+            f"onto the kept weights), not swept. Steps: {', '.join(f'{d} batch {b}: {s}' for (d, b), s in steps.items())}."
+            "\n\n" + markdown_table(rows, columns, digits=3)
+            + "\nClaims (fresh seeds only):\n\n"
+            + "\n".join(f"- {k}: **{'held' if v else 'did not hold'}** ({notes[k]})" for k, v in claims.items()) + "\n"
+        )
+        return BenchResult(rows=rows, markdown=markdown, files=files, claims=claims)
+
+
+def _sparse_claims(rows: list[dict[str, Any]], c: FishLegSparseAutoencoderConfig) -> tuple[dict[str, bool], dict[str, str]]:
+    """The sparse benchmark's claims on the fresh seeds: a gap counts when it exceeds 2 standard errors."""
+    claims: dict[str, bool] = {}
+    notes: dict[str, str] = {}
+    losses = {(r["dataset"], r["batch"], r["optimizer"]): r["test_losses"] for r in rows}
+    for dataset in c.datasets:
+        for batch in c.batch_sizes:
+            fishleg = losses[(dataset, batch, "fishleg")]
+            where = f"{dataset}, batch {batch}, {c.sparsity:.0%} sparse"
+            for key, rival, label in (
+                (f"{where}: FishLeg below tuned Adam", "adam", "adam − FishLeg"),
+                (f"{where}: the sparse natural gradient below the projected dense one", PROJECTED, "projected − sparse"),
+            ):
+                margin, se = _gap(losses[(dataset, batch, rival)], fishleg)
+                claims[key] = margin > 2 * se
+                notes[key] = f"{label} = {margin:.2f} ± {se:.2f} nats"
+    return claims, notes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from oral6_core.hookspecs import hookimpl
 
-from .benchmark import FishLegAutoencoderBenchmark
+from .benchmark import FishLegAutoencoderBenchmark, FishLegSparseAutoencoderBenchmark
 from .optimizer import FishLegFactory
 
 
@@ -15,4 +15,4 @@ def oral6_optimizers():
 
 @hookimpl
 def oral6_benchmarks():
-    return [FishLegAutoencoderBenchmark]
+    return [FishLegAutoencoderBenchmark, FishLegSparseAutoencoderBenchmark]
