@@ -68,6 +68,11 @@ class AutoencoderSweepConfig(ComponentConfig):
     fishleg_init_scales: list[float] = Field([5.0, 10.0], description="FishLeg grid of the initial scale s, Q₀ = s·I.")
     adam_lrs: list[float] = Field([1e-3, 3e-3, 1e-2, 3e-2], description="Adam learning-rate grid.")
     curves_images: int = Field(600, ge=20, description="Number of procedural CURVES images.")
+    diagnostic_steps: int = Field(400, ge=2, description="FishLeg steps tracked against the exact inverse Fisher.")
+    diagnostic_seeds: int = Field(3, ge=1, description="Seeds of the inverse-Fisher diagnostics.")
+    diagnostic_encoder: list[int] = Field([64, 8, 2], description=(
+        "Widths (input to code) of the digits auto-encoder small enough for the exact Fisher in the diagnostics."))
+    diagnostic_probe: int = Field(64, ge=1, description="Training images on which the diagnostics' exact Fisher is built.")
     device: Literal["cpu", "auto"] = Field("cpu", description="Where to train (auto: cuda when present).")
     threads: int = Field(1, ge=1, description="torch CPU threads (1 keeps timings stable on a shared machine).")
 
@@ -76,16 +81,12 @@ class FishLegAutoencoderConfig(AutoencoderSweepConfig):
     sgd_lrs: list[float] = Field([3e-3, 1e-2, 3e-2, 1e-1], description="SGD (momentum 0.9) learning-rate grid.")
     soap_lrs: list[float] = Field([3e-4, 1e-3, 3e-3, 1e-2], description="SOAP learning-rate grid.")
     timing_steps: int = Field(400, ge=2, description="Steps of each optimizer timed for the step-time ratio.")
-    diagnostic_steps: int = Field(400, ge=2, description="FishLeg steps tracked against the exact inverse Fisher.")
-    diagnostic_seeds: int = Field(3, ge=1, description="Seeds of the inverse-Fisher diagnostics.")
-    diagnostic_encoder: list[int] = Field([64, 8, 2], description=(
-        "Widths (input to code) of the digits auto-encoder small enough for the exact Fisher in the diagnostics."))
-    diagnostic_probe: int = Field(64, ge=1, description="Training images on which the diagnostics' exact Fisher is built.")
 
 
 class FishLegSparseAutoencoderConfig(AutoencoderSweepConfig):
     datasets: list[Literal["digits", "curves"]] = Field(["digits"], description="Auto-encoder datasets.")
     batch_sizes: list[int] = Field([32], description="Minibatch sizes to compare (the first is the small one).")
+    seeds: int = Field(8, ge=1, description="Fresh seeds (1, 2, ...) run with each optimizer's selected configuration.")
     sparsity: float = Field(0.8, gt=0, lt=1, description=(
         "Final sparsity of gradual magnitude pruning (the `gmp` pruner with its default cubic schedule) over the "
         "prunable weights."))
@@ -94,7 +95,8 @@ class FishLegSparseAutoencoderConfig(AutoencoderSweepConfig):
 QUICK = {"datasets": ["digits", "curves"], "batch_sizes": [32, 64], "epochs": 1, "seeds": 1, "fishleg_lrs": [0.02], "fishleg_init_scales": [10.0],
          "adam_lrs": [3e-3], "sgd_lrs": [1e-2], "soap_lrs": [3e-3], "curves_images": 200, "timing_steps": 40,
          "diagnostic_steps": 8, "diagnostic_seeds": 1, "diagnostic_probe": 8, "diagnostic_encoder": [64, 2]}
-SPARSE_QUICK = {"epochs": 1, "seeds": 1, "fishleg_lrs": [0.02], "fishleg_init_scales": [10.0], "adam_lrs": [3e-3]}
+SPARSE_QUICK = {"epochs": 1, "seeds": 1, "fishleg_lrs": [0.02], "fishleg_init_scales": [10.0], "adam_lrs": [3e-3],
+                "diagnostic_steps": 8, "diagnostic_seeds": 1, "diagnostic_probe": 8, "diagnostic_encoder": [64, 2]}
 COST_LIMITS = {32: 1.3, 256: 1.15}
 FROZEN = "fishleg, Q frozen at Q₀"
 PROJECTED = "fishleg, dense Q projected"
@@ -332,16 +334,47 @@ def _diagnostic_rows(c: FishLegAutoencoderConfig, selected: dict[int, dict[str, 
             runs.append(track_inverse_fisher(model, BernoulliLikelihood(), x, x, config, steps=c.diagnostic_steps,
                                              batch_size=min(batch, len(x)), probe_size=c.diagnostic_probe,
                                              seed=seed))
-        for rows in zip(*runs):
-            mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0] if k != "step" and all(k in r for r in rows)}
-            out.append({"batch": batch, "step": rows[0]["step"], **mean,
-                        "ḡ rel. error": mean.get("gbar_rel_error", math.nan),
-                        "ḡ cosine": mean.get("gbar_cosine", math.nan),
-                        "ḡ ‖Qu‖/‖F⁻¹u‖": mean.get("gbar_norm_ratio", math.nan),
-                        "ḡ rel. error Q₀": mean.get("gbar_init_rel_error", math.nan),
-                        "random rel. error": mean["random_rel_error"], "random cosine": mean["random_cosine"],
-                        "random ‖Qu‖/‖F⁻¹u‖": mean["random_norm_ratio"],
-                        "A − A* along ḡ": mean.get("gbar_aux_loss", math.nan) - mean.get("gbar_aux_optimum", math.nan)})
+        out.extend({"batch": batch, **row} for row in _seed_means(runs))
+    return out
+
+
+def _seed_means(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``track_inverse_fisher`` rows of several seeds → one row per step: their means, plus the table's columns."""
+    out = []
+    for rows in zip(*runs):
+        mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0] if k != "step" and all(k in r for r in rows)}
+        out.append({"step": rows[0]["step"], **mean,
+                    "ḡ rel. error": mean.get("gbar_rel_error", math.nan),
+                    "ḡ cosine": mean.get("gbar_cosine", math.nan),
+                    "ḡ ‖Qu‖/‖F⁻¹u‖": mean.get("gbar_norm_ratio", math.nan),
+                    "ḡ rel. error Q₀": mean.get("gbar_init_rel_error", math.nan),
+                    "random rel. error": mean["random_rel_error"], "random cosine": mean["random_cosine"],
+                    "random ‖Qu‖/‖F⁻¹u‖": mean["random_norm_ratio"],
+                    "A − A* along ḡ": mean.get("gbar_aux_loss", math.nan) - mean.get("gbar_aux_optimum", math.nan)})
+    return out
+
+
+def _sparse_diagnostic_rows(c: FishLegSparseAutoencoderConfig, selected: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sparse and projected FishLeg against the exact (F_SS + γI)⁻¹ on a small digits auto-encoder, averaged over seeds.
+
+    The first layer loses ``sparsity`` of its weights to a fixed random mask (pruning the narrow layers behind it
+    as well cuts the 2-unit code off from the input); FishLeg runs with the configuration selected above.
+    """
+    device = resolve_device(c.device)
+    x = autoencoder_bundle("digits").train.x.to(device)
+    batch = min(c.batch_sizes[0], len(x))
+    out = []
+    for label, sparse in (("fishleg", True), (PROJECTED, False)):
+        runs = []
+        for seed in range(c.diagnostic_seeds):
+            torch.manual_seed(seed)
+            model = autoencoder(c.diagnostic_encoder).to(device)
+            first = model[0].weight
+            mask = torch.rand(first.shape, generator=torch.Generator().manual_seed(seed)).to(device) >= c.sparsity
+            runs.append(track_inverse_fisher(model, BernoulliLikelihood(), x, x, FishLegConfig(**selected, sparse=sparse),
+                                             steps=c.diagnostic_steps, batch_size=batch, probe_size=c.diagnostic_probe,
+                                             seed=seed, masks={first: mask}))
+        out.extend({"optimizer": label, **row} for row in _seed_means(runs))
     return out
 
 
@@ -412,6 +445,8 @@ class FishLegSparseAutoencoderBenchmark(FishLegAutoencoderBenchmark):
         grid = math.prod(len(v) for v in _spaces(c)["fishleg"][1].values())
         rows = self._sweep_rows(c)
         claims, notes = _sparse_claims(rows, c)
+        selected = next(r["params"] for r in rows if r["optimizer"] == "fishleg")
+        diagnostics = _sparse_diagnostic_rows(c, selected)
         files = [self._plot(rows, c, out_dir / "fishleg_sparse_autoencoder.png")]
         steps = {(r["dataset"], r["batch"]): r["steps"] for r in rows}
         gmp = self._pruner(c).config  # type: ignore[union-attr]
@@ -426,10 +461,18 @@ class FishLegSparseAutoencoderBenchmark(FishLegAutoencoderBenchmark):
             f"`{PROJECTED}`: the same configuration with `sparse=false` (the dense Q(λ)ḡ, which the pruner projects "
             f"onto the kept weights), not swept. Steps: {', '.join(f'{d} batch {b}: {s}' for (d, b), s in steps.items())}."
             "\n\n" + markdown_table(rows, columns, digits=3)
+            + f"\nLearned Q(λ) against the exact (F_SS + γI)⁻¹ of the sparse network on a "
+              f"{'-'.join(map(str, c.diagnostic_encoder))}-… digits auto-encoder whose first layer keeps a fixed random "
+              f"{1 - c.sparsity:.0%} of its weights (both variants with the configuration selected above "
+              f"({', '.join(f'{k}={v:g}' for k, v in selected.items())}), batch {c.batch_sizes[0]}, mean "
+              f"over {c.diagnostic_seeds} seed(s); everything on the kept coordinates; columns as in the dense "
+              "benchmark):\n\n"
+            + markdown_table(diagnostics, ["optimizer", "step", "ḡ rel. error", "ḡ cosine", "ḡ ‖Qu‖/‖F⁻¹u‖",
+                                           "ḡ rel. error Q₀", "random rel. error", "A − A* along ḡ"], digits=3)
             + "\nClaims (fresh seeds only):\n\n"
             + "\n".join(f"- {k}: **{'held' if v else 'did not hold'}** ({notes[k]})" for k, v in claims.items()) + "\n"
         )
-        return BenchResult(rows=rows, markdown=markdown, files=files, claims=claims)
+        return BenchResult(rows=rows + diagnostics, markdown=markdown, files=files, claims=claims)
 
 
 def _sparse_claims(rows: list[dict[str, Any]], c: FishLegSparseAutoencoderConfig) -> tuple[dict[str, bool], dict[str, str]]:
