@@ -29,6 +29,7 @@ DT = torch.float64
 def test_conforms_to_the_optimizer_contract():
     check_component("optimizer", "fishleg")
     check_component("benchmark", "fishleg-autoencoder", exercise=False)
+    check_component("benchmark", "fishleg-sparse-autoencoder", exercise=False)
 
 
 def test_bad_options_are_config_errors():

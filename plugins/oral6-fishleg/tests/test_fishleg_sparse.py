@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from oral6_core import registry
+from oral6_core.bench import run_benchmark
 from oral6_core.config import RunConfig, TrainConfig
 from oral6_core.errors import ConfigError
 from oral6_core.training import fit, train
-from oral6_core import registry
 from oral6_fishleg import BernoulliLikelihood, FishLeg, FishLegConfig, GaussianLikelihood
 from oral6_fishleg.autoencoders import autoencoder_bundle
 from oral6_fishleg.diagnostics import compare_with_exact
@@ -91,7 +92,7 @@ def test_with_gmp_masked_weights_stay_zero_and_lambda_is_untouched():
     model = nn.Sequential(nn.Linear(64, 64, bias=False), nn.ReLU(), nn.Linear(64, 64))
     factory = registry.create("optimizer", "fishleg", {"aux_every": 2, "lr": 0.02, "init_scale": 5.0})
     pruner = registry.create("pruner", "gmp", {"sparsity": 0.8, "end": 0.5})
-    result = fit(model, bundle, factory, TrainConfig(epochs=2, batch_size=32, progress=False, checkpoint=False),
+    result = fit(model, bundle, factory, TrainConfig(epochs=2, batch_size=64, progress=False, checkpoint=False),
                  pruner=pruner)
     mask = pruner.masks()["0.weight"]
     assert abs(1 - mask.float().mean().item() - 0.8) < 0.01
@@ -126,3 +127,15 @@ def test_fishleg_with_gmp_resumes_bit_for_bit(tmp_path):
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert straight.summary["sparsity"]["overall"] == pytest.approx(0.8, abs=0.01)
+
+
+def test_sparse_benchmark_quick_mode_runs_every_row(tmp_path):
+    result = run_benchmark("fishleg-sparse-autoencoder", tmp_path, quick=True)
+    assert (tmp_path / "fishleg_sparse_autoencoder.png").is_file()
+    runs = [r for r in result.rows if "test_losses" in r]
+    assert [r["optimizer"] for r in runs] == ["fishleg", "fishleg, dense Q projected", "adam"]
+    assert all(r["sparsity"] == pytest.approx(0.8, abs=0.01) and r["test_losses"][0] > 0 for r in runs)
+    assert runs[1]["params"] == {**runs[0]["params"], "sparse": False}
+    diagnostics = [r for r in result.rows if "random rel. error" in r]
+    assert {r["optimizer"] for r in diagnostics} == {"fishleg", "fishleg, dense Q projected"}
+    assert len(result.claims) == 2

@@ -105,8 +105,17 @@ def test_fishleg_runs_on_cuda_without_cpu_tensors(fvp):
         opt.zero_grad()
         BernoulliLikelihood().nll(model(x), x).backward()
         opt.step()
-    assert all(t.is_cuda for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+    state = [t for s in opt.state.values() for v in s.values() for t in (v.values() if isinstance(v, dict) else [v])]
+    assert all(t.is_cuda for t in state if torch.is_tensor(t)) and len(state) > len(opt.state)
     assert opt.aux_update().is_cuda
+    mask = torch.rand_like(model[0].weight) > 0.5
+    opt.set_masks({model[0].weight: mask})
+    before = model[0].weight.detach().clone()
+    opt.observe(x)
+    opt.zero_grad()
+    BernoulliLikelihood().nll(model(x), x).backward()
+    opt.step()
+    assert torch.equal(model[0].weight[~mask], before[~mask]) and opt.aux_update().is_cuda
     assert all(torch.isfinite(p).all() for p in model.parameters())
     rows = track_inverse_fisher(autoencoder([64, 2]).cuda(), BernoulliLikelihood(), x, x, FishLegConfig(aux_every=1, fvp=fvp),
                                 steps=4, batch_size=8, checkpoints=[0, 4], probe_size=8, directions=2)
@@ -114,12 +123,16 @@ def test_fishleg_runs_on_cuda_without_cpu_tensors(fvp):
 
 
 def test_two_process_ddp_ranks_take_the_same_fishleg_steps(tmp_path):
-    """Under torchrun each rank samples labels on its own shard; the averaged F̂z keeps λ and θ identical."""
-    env = {**os.environ, "ORAL6_LOAD_PLUGINS": "fishleg", "OMP_NUM_THREADS": "1"}
+    """Under torchrun each rank samples labels on its own shard; the averaged F̂z keeps λ and θ identical.
+
+    With GMP pruning the first layers (the head stays dense), so both the sparse and the dense path run.
+    """
+    env = {**os.environ, "ORAL6_LOAD_PLUGINS": "fishleg,smc", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "oral6_core", "train",
-           "--no-progress", "--optimizer", "fishleg", "--set", "optimizer.aux_every=5", "--batch-size", "146",
-           "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "ddp")]
+           "--no-progress", "--optimizer", "fishleg", "--set", "optimizer.aux_every=5", "--pruner", "gmp", "--set",
+           "pruner.sparsity=0.8", "--batch-size", "146", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "ddp")]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["distributed"] == {"world_size": 2, "ranks_agree": True}
+    assert summary["sparsity"]["overall"] == pytest.approx(0.8, abs=0.01)
