@@ -7,7 +7,7 @@ from torch import nn
 from oral6_core import registry
 from oral6_core.bench import run_benchmark
 from oral6_core.config import RunConfig, TrainConfig
-from oral6_core.errors import ConfigError
+from oral6_core.errors import CheckpointError, ConfigError
 from oral6_core.training import fit, train
 from oral6_fishleg import BernoulliLikelihood, FishLeg, FishLegConfig, GaussianLikelihood
 from oral6_fishleg.autoencoders import autoencoder_bundle
@@ -139,3 +139,12 @@ def test_sparse_benchmark_quick_mode_runs_every_row(tmp_path):
     diagnostics = [r for r in result.rows if "random rel. error" in r]
     assert {r["optimizer"] for r in diagnostics} == {"fishleg", "fishleg, dense Q projected"}
     assert len(result.claims) == 2
+
+
+def test_a_state_saved_with_lambda_beside_the_momentum_is_a_checkpoint_error():
+    model = nn.Linear(3, 2)
+    state = FishLeg(model, GaussianLikelihood(1.0)).state_dict()
+    for entry in state["state"].values():
+        entry.update({f"q_{name}": value for name, value in entry.pop("lambda").items()})
+    with pytest.raises(CheckpointError, match="earlier version"):
+        FishLeg(model, GaussianLikelihood(1.0)).load_state_dict(state)

@@ -217,7 +217,7 @@ class FishLegAutoencoderBenchmark(Benchmark):
         finals = [h[-1]["test_loss"] for h in histories]
         return {
             "dataset": dataset, "batch": batch, "epochs": epochs, "steps": epochs * math.ceil(len(bundle.train) / batch),
-            "optimizer": label, "selected": ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}'}" for k, v in options.items()), "params": options,
+            "optimizer": label, "selected": _described(options), "params": options,
             "val loss": mean_std([h[-1]["val_loss"] for h in histories], 2), "test loss": mean_std(finals, 2),
             "test_losses": finals, "sec/epoch": statistics.mean(h[-1]["time"] / len(h) for h in histories),
             "test_loss_per_epoch": [statistics.mean(h[e]["test_loss"] for h in histories) for e in range(epochs)],
@@ -243,6 +243,11 @@ class FishLegAutoencoderBenchmark(Benchmark):
                 axes[r][col].set_ylabel(f"test NLL per image (mean of {c.seeds} seeds)")
                 axes[r][col].legend(fontsize=8)
         return save_figure(fig, path)
+
+
+def _described(options: dict[str, Any]) -> str:
+    """``lr=0.05, sparse=false``: options as the README tables show them."""
+    return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}'}" for k, v in options.items())
 
 
 def _equal_step_epochs(epochs: int, examples: int, first_batch: int, batch: int) -> int:
@@ -464,7 +469,7 @@ class FishLegSparseAutoencoderBenchmark(FishLegAutoencoderBenchmark):
             + f"\nLearned Q(λ) against the exact (F_SS + γI)⁻¹ of the sparse network on a "
               f"{'-'.join(map(str, c.diagnostic_encoder))}-… digits auto-encoder whose first layer keeps a fixed random "
               f"{1 - c.sparsity:.0%} of its weights (both variants with the configuration selected above "
-              f"({', '.join(f'{k}={v:g}' for k, v in selected.items())}), batch {c.batch_sizes[0]}, mean "
+              f"({_described(selected)}), batch {c.batch_sizes[0]}, mean "
               f"over {c.diagnostic_seeds} seed(s); everything on the kept coordinates; columns as in the dense "
               "benchmark):\n\n"
             + markdown_table(diagnostics, ["optimizer", "step", "ḡ rel. error", "ḡ cosine", "ḡ ‖Qu‖/‖F⁻¹u‖",

@@ -23,7 +23,7 @@ import torch
 from oral6_core import distributed
 from oral6_core.components import Batch, OptimizerFactory, Task
 from oral6_core.config import ComponentConfig
-from oral6_core.errors import ConfigError, Oral6Error
+from oral6_core.errors import CheckpointError, ConfigError, Oral6Error
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -222,6 +222,9 @@ class FishLeg(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         generator = state_dict.pop("fishleg_generator", None)
+        if any("momentum" in s and "lambda" not in s for s in state_dict.get("state", {}).values()):
+            raise CheckpointError("This FishLeg state was saved by an earlier version that kept λ beside the momentum "
+                                  "(q_* entries); it cannot be resumed by this one. Start the run again.")
         super().load_state_dict(state_dict)
         if generator is not None:
             self._generator.set_state(generator.cpu())
