@@ -1,4 +1,5 @@
-"""Conformance checks a plugin author calls on each component: ``check_component(kind, name, options)``.
+"""Conformance checks a plugin author calls on each component: ``check_component(kind, name, options)``,
+and on every combination of the installed training components: ``check_compositions()``.
 
 Each check builds the component from ``options`` (defaults for the rest), checks the strict config,
 and exercises the kind's contract on a tiny model, raising ``AssertionError`` with the reason when it
@@ -19,9 +20,12 @@ from torch import nn
 
 from . import registry
 from .components import Batch, Component, Task, TrainContext
+from .compositions import check_compositions
 from .config import ComponentConfig
 from .data import BatchLoader, DataBundle
 from .errors import ConfigError
+
+__all__ = ["check_component", "check_compositions", "option_variants", "tiny_bundle", "tiny_model"]
 
 REQUIRED_METHODS = {
     "optimizer": ("build",),
@@ -37,19 +41,26 @@ REQUIRED_METHODS = {
 }
 
 
-def tiny_bundle(n: int = 64, features: int = 8, classes: int = 3, seed: int = 0) -> DataBundle:
-    """A linearly separable toy problem with two environments and one attribute of each type."""
-    from .components import Attribute
+def tiny_bundle(n: int = 64, features: int = 8, classes: int = 3, seed: int = 0, environments: bool = True) -> DataBundle:
+    """A linearly separable toy problem with two environments and one attribute of each type.
+
+    With ``environments=False`` it is ``tiny-plain``: the same inputs and labels, one environment, no attributes.
+    """
+    from .components import ATTRIBUTE_TYPES, Attribute
     from .data import ArrayDataset
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, features, generator=g)
     y = (x[:, :classes].argmax(1)).long()
+    task = Task("categorical", classes, (features,))
+    if not environments:
+        plain = ArrayDataset(x, y)
+        return DataBundle("tiny-plain", plain, plain, plain, task)
     env = torch.arange(n) % 2
-    attrs = {t: torch.randint(0, 2, (n,), generator=g) for t in ("independent", "causal", "confounded", "selected")}
+    attrs = {t: torch.randint(0, 2, (n,), generator=g) for t in ATTRIBUTE_TYPES}
     data = ArrayDataset(x, y, env, attrs)
-    return DataBundle("tiny", data, data, data, Task("categorical", classes, (features,)),
-                      attributes=[Attribute(t, t, 2) for t in attrs], environments=["e0", "e1"])  # type: ignore[arg-type]
+    return DataBundle("tiny", data, data, data, task, attributes=[Attribute(t, t, 2) for t in ATTRIBUTE_TYPES],
+                      environments=["e0", "e1"])
 
 
 def tiny_model(features: int = 8, classes: int = 3) -> nn.Module:
