@@ -21,11 +21,13 @@ from torch import nn
 from . import registry
 from .components import Batch, Component, Task, TrainContext
 from .compositions import check_compositions
+from .testing_workflows import WORKFLOW_EXERCISES, WorkflowInputs, tiny_images, tiny_search_task, tiny_stream
 from .config import ComponentConfig
 from .data import BatchLoader, DataBundle
 from .errors import ConfigError
 
-__all__ = ["check_component", "check_compositions", "option_variants", "tiny_bundle", "tiny_model"]
+__all__ = ["WorkflowInputs", "check_component", "check_compositions", "option_variants", "tiny_bundle", "tiny_images", "tiny_model",
+           "tiny_search_task", "tiny_stream"]
 
 REQUIRED_METHODS = {
     "optimizer": ("build",),
@@ -70,8 +72,12 @@ def tiny_model(features: int = 8, classes: int = 3) -> nn.Module:
     return MLP(features, classes, (16,))
 
 
-def check_component(kind: str, name: str, options: dict[str, Any] | None = None, exercise: bool = True) -> Component:
-    """Check a registered component's metadata, strict config and (if ``exercise``) its contract."""
+def check_component(kind: str, name: str, options: dict[str, Any] | None = None, exercise: bool = True,
+                    inputs: WorkflowInputs | None = None) -> Component:
+    """Check a registered component's metadata, strict config and (if ``exercise``) its contract.
+
+    ``inputs`` gives a predictor, representation or generative model what it runs on (see ``WorkflowInputs``).
+    """
     cls = registry.get(kind, name)
     kind = kind.replace("_", "-")
     assert cls.summary(), f"{kind} {name!r} needs a docstring whose first line is its summary."
@@ -85,6 +91,8 @@ def check_component(kind: str, name: str, options: dict[str, Any] | None = None,
     for method in REQUIRED_METHODS[kind]:
         assert callable(getattr(cls, method, None)), f"{kind} {name!r} lacks {method}()."
     component = registry.create(kind, name, options)
+    if exercise and kind in WORKFLOW_EXERCISES:
+        WORKFLOW_EXERCISES[kind](component, inputs or WorkflowInputs())
     if exercise and kind in _EXERCISES:
         _EXERCISES[kind](component)
         if kind in _VARIED:
