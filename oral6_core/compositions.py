@@ -60,7 +60,7 @@ class CompositionReport:
 
     rows: list[Composition]
     kinds: dict[str, list[str]]
-    steps: int
+    steps: dict[str, int]  # training steps of a run, per dataset
     options: Options = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -123,7 +123,7 @@ def check_compositions(
             for reg in kinds["regularizer"]:
                 for prn in kinds["pruner"]:
                     rows.append(_check_one(Composition(opt, reg, prn), given, pool, model, train, Path(tmp) / str(len(rows))))
-    steps = epochs * -(-len(pool[0].train) // batch_size)  # type: ignore[arg-type]
+    steps = {b.name: epochs * -(-len(b.train) // batch_size) for b in pool}  # type: ignore[arg-type]
     report = CompositionReport(rows, kinds, steps, given, time.perf_counter() - started)
     failed = report.with_status("failed")
     if strict and failed:
@@ -233,9 +233,9 @@ def markdown(report: CompositionReport) -> str:
         f"{len(opts)} optimizers ({', '.join(opts)}) × {len(regs)} regularizers × {len(prns) - 1} pruners and none: "
         f"{len(report.rows)} combinations, "
         f"{len(report.with_status('passed'))} passed, {len(report.with_status('skipped'))} skipped, "
-        f"{len(report.with_status('failed'))} failed. Each trained {report.steps} steps with the training loop on a tiny "
-        f"dataset (a 16-unit MLP; the first of tiny-plain and tiny, with two environments and an attribute of each type, that "
-        f"has what every component declares it needs), then again stopped after epoch 1 and resumed from its checkpoint. "
+        f"{len(report.with_status('failed'))} failed. Each trained with the training loop on the first of the datasets "
+        f"{', '.join(f'{name} ({n} steps)' for name, n in report.steps.items())} that has what every component declares it "
+        f"needs, then again stopped after its first epoch and resumed from the checkpoint. "
         f"✓: every optimizer passed (finite losses, pruned weights exactly zero after training and after resuming, the "
         f"resumed run equal bit for bit to the uninterrupted one); otherwise the cell names the exceptions, listed below. "
         f"Options: {', '.join(given) if given else 'the defaults'}.",
