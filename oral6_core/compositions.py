@@ -113,8 +113,12 @@ def check_compositions(
     kinds = {"optimizer": list(optimizers if optimizers is not None else registry.names("optimizer")),
              "regularizer": list(regularizers if regularizers is not None else registry.names("regularizer")),
              "pruner": [NO_PRUNER, *(pruners if pruners is not None else registry.names("pruner"))]}
-    pool = list(datasets) if datasets is not None else composition_datasets()
     given = options or {}
+    for kind, names in kinds.items():  # unknown names and bad options are the caller's errors, raised before any training
+        for name in names:
+            if name != NO_PRUNER:
+                registry.create(kind, name, given.get(kind, {}).get(name))
+    pool = list(datasets) if datasets is not None else composition_datasets()
     train = TrainConfig(epochs=epochs, batch_size=batch_size, device="cpu", progress=False)
     rows = []
     memory = Path("/dev/shm")  # run folders in memory where the system has one: checkpoints then cost no disk syncs

@@ -10,7 +10,7 @@ import torch
 
 from oral6_core.components import Needs, Pruner, Regularizer
 from oral6_core.compositions import markdown, readme_section
-from oral6_core.errors import DataError
+from oral6_core.errors import ConfigError, DataError, UnknownComponentError
 from oral6_core.hookspecs import hookimpl
 from oral6_core.testing import check_compositions
 
@@ -121,6 +121,10 @@ def test_unmet_needs_are_skipped_with_the_reason_and_broken_pairs_fail(register_
     assert "sgd: skipped" in text and "sgd: ✗ failed" in text and "passed (not bit-exact)" in text
     with pytest.raises(AssertionError, match="4 of 9 compositions failed"):
         check_compositions(**names)
+    with pytest.raises(UnknownComponentError, match="Unknown pruner 'nope'"):
+        check_compositions(optimizers=["sgd"], pruners=["nope"])
+    with pytest.raises(ConfigError, match="pruner.bogus"):
+        check_compositions(optimizers=["sgd"], pruners=["test-reshuffling"], options={"pruner": {"test-reshuffling": {"bogus": 1}}})
 
 
 def test_cli_compose_prints_the_tables_and_rewrites_a_readme(cli, tmp_path):
