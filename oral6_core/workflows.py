@@ -148,7 +148,8 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
         spec = best.model_spec()
         if out is not None and spec is None:
             raise ConfigError(f"Predictor {predictor_name!r} does not say which model builder makes its candidates "
-                              f"(Candidate.model_spec), so the distilled student cannot be saved as a checkpoint; drop --out.")
+                              f"(Candidate.model_spec), so the distilled student cannot be saved as a checkpoint: search without "
+                              f"--distil, or give the predictor's candidates a model_spec().")
         student, report["distilled_accuracy"] = predictor.distil(best, task)
         if out is not None:
             run = {"model": spec[0], "dataset": dataset, "options": {"model": spec[1], "dataset": resolved(source)}}  # type: ignore[index]
