@@ -117,6 +117,20 @@ class BiggestIsBest(Predictor):
         return student, evaluate(student, task.bundle.test, task.bundle.task, task.device)["accuracy"]
 
 
+class PlainCandidate(WidthCandidate):
+    def model_spec(self):
+        return None
+
+
+class Unbuildable(BiggestIsBest):
+    """Candidates that do not name the model builder that makes them."""
+
+    name = "test-unbuildable"
+
+    def candidates(self, task):
+        return [PlainCandidate(8)]
+
+
 class Streams(DatasetSource):
     """Two environments of a two-factor toy stream."""
 
@@ -180,7 +194,7 @@ class WorkflowPlugin:
 
     @hookimpl
     def oral6_predictors(self):
-        return [BiggestIsBest]
+        return [BiggestIsBest, Unbuildable]
 
     @hookimpl
     def oral6_datasets(self):
@@ -234,6 +248,9 @@ def test_search_honours_the_budget(cli, workflow_plugin, tmp_path):
     assert accuracy == record["distilled_accuracy"]
     code, out = cli("search", "--predictor", "test-biggest", "--dataset", "digits", "--teacher", tmp_path / "missing.pt")
     assert code == 2 and "No checkpoint" in out
+    code, out = cli("search", "--predictor", "test-unbuildable", "--dataset", "digits", "--teacher", tmp_path / "teacher" / "checkpoint.pt",
+                    "--distil", "--out", tmp_path / "unbuildable")
+    assert code == 2 and "model_spec()" in out and not (tmp_path / "unbuildable" / "checkpoint.pt").exists()
 
 
 def test_fit_generative_scores_each_seen_environment(cli, workflow_plugin, tmp_path, monkeypatch):
