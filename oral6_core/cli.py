@@ -527,6 +527,36 @@ def bench_run(
     console.print("Wrote " + ", ".join(str(f) for f in result.files))
 
 
+@app.command(rich_help_panel="Core")
+def compose(
+    optimizers: Optional[list[str]] = typer.Option(None, "--optimizer", "-o", help="Only these optimizers (repeatable; default: every installed one)."),
+    regularizers: Optional[list[str]] = typer.Option(None, "--regularizer", "-r", help="Only these regularizers (repeatable)."),
+    pruners: Optional[list[str]] = typer.Option(None, "--pruner", "-p", help="Only these pruners (repeatable; no pruner is always tried)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="A component's option as KIND.NAME.OPTION=VALUE, e.g. pruner.gmp.update_every=1."),
+    readme: Optional[Path] = typer.Option(None, "--update-readme", help="Rewrite the Compose section (between <!-- compose:begin --> "
+                                          "and <!-- compose:end -->) of this README with the tables."),
+) -> None:
+    """Train every optimizer × regularizer × pruner together a few steps and check that each composes (checkpoint and resume included)."""
+    from .compositions import check_compositions, check_readme, markdown, update_readme
+
+    if readme is not None:
+        check_readme(readme)
+    options = parse_set_options(sets or [], ("optimizer", "regularizer", "pruner"))
+    for kind, names in options.items():
+        for name, value in names.items():
+            if not isinstance(value, dict):
+                raise ConfigError(f"--set {kind}.{name}={value!r}: name the component too, as {kind}.NAME.OPTION=VALUE.")
+            registry.create(kind, name, value)  # an unknown name or option is an error before any training
+    report = check_compositions(optimizers, regularizers, pruners, options, strict=False)
+    print_markdown(markdown(report))
+    console.print(report.summary())
+    if readme is not None:
+        changed = update_readme(readme, report)
+        console.print(f"{'Rewrote' if changed else 'Unchanged:'} the Compose section of {readme}")
+    if report.with_status("failed"):
+        raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------- workflows
 
 
@@ -535,8 +565,10 @@ def adapt(
     adapter: str = typer.Option(..., "--adapter", "-a", help="Black-box adapter (see list-plugins)."),
     source: Optional[str] = typer.Option(None, "--source", help="Source-domain dataset the black box is trained on (or give --source-checkpoint)."),
     target: str = typer.Option(..., "--target", help="Target-domain dataset (its labels are used only for the final score)."),
-    model: str = typer.Option("cnn", "--model", "-m", help="Student model builder."),
-    source_model: Optional[str] = typer.Option(None, "--source-model", help="Black-box model builder (default: --model)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Student model builder (default cnn; not with --student)."),
+    student: Optional[Path] = typer.Option(None, "--student", help="Adapt this checkpoint's network, from its weights: one written by "
+                                           "`oral6 train`, or the distilled student of `oral6 search --distil --out DIR` (DIR/checkpoint.pt)."),
+    source_model: Optional[str] = typer.Option(None, "--source-model", help="Black-box model builder (default: --model, else cnn)."),
     source_epochs: int = typer.Option(15, "--source-epochs", min=1, help="Epochs to train the source model."),
     source_lr: float = typer.Option(2e-3, "--source-lr", min=0.0, help="Adam learning rate of the source model."),
     mode: str = typer.Option("topk", "--blackbox-mode", help="What the black box returns: topk, probs or label."),
@@ -556,17 +588,21 @@ def adapt(
         raise ConfigError(f"--blackbox-mode must be topk, probs or label, not {mode!r}.")
     if source is None and source_checkpoint is None:
         raise ConfigError("Name the black box's source: --source DATASET (trained here) or --source-checkpoint PATH.")
+    if student is not None and model is not None:
+        raise ConfigError("--model builds a fresh student and --student adapts a trained one: give one of them.")
     spec, sets = logger_options(loggers, sets)
     options = parse_set_options(sets, ("adapter", "model", "source", "target"))
     out = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-adapt-{adapter}"
-    config = {"adapter": adapter, "source": source, "target": target, "model": model, "source_model": source_model or model,
+    source_model = source_model or model or "cnn"
+    config = {"adapter": adapter, "source": source, "target": target, "model": model, "student": None if student is None else str(student),
+              "source_model": source_model,
               "source_epochs": source_epochs, "source_lr": source_lr,
               "source_checkpoint": None if source_checkpoint is None else str(source_checkpoint),
               "blackbox_mode": mode, "k": k, "query_budget": query_budget, "seed": seed, "options": options}
     with shown(progress):
         report = run_tracked(spec, out, "adapt", config, lambda logs: workflows.adapt(
-            adapter, source or "", target, model, source_model or model, source_epochs, source_lr, mode, k, seed, device, options, out,
-            source_checkpoint, query_budget))
+            adapter, source or "", target, model or "cnn", source_model, source_epochs, source_lr, mode, k, seed, device, options, out,
+            source_checkpoint, query_budget, student))
     _print_pairs("Black-box adaptation", report)
 
 
@@ -582,8 +618,8 @@ def search(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="predictor.OPTION=V or dataset.OPTION=V."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write search.json (every candidate ranked) and student.pt (with --distil) "
-                                       "here (default runs/<time>-search-<predictor>-<dataset>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write search.json (every candidate ranked) and, with --distil, the student "
+                                       "as checkpoint.pt (for `oral6 adapt --student`) here (default runs/<time>-search-<predictor>-<dataset>)."),
     loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Rank candidate student architectures for a teacher and dataset under a size budget."""
@@ -603,7 +639,8 @@ def search(
     console.print(f"teacher accuracy {report['teacher_accuracy']:.4f}; scored {report['candidates']} candidates in {report['seconds']:.2f}s")
     if "distilled_accuracy" in report:
         console.print(f"distilled {report['top'][0]['candidate']}: accuracy {report['distilled_accuracy']:.4f}")
-    console.print(f"Wrote {out}/search.json" + (" and student.pt" if distil else ""))
+    console.print(f"Wrote {out}/search.json" + (f" and the student as {out}/checkpoint.pt (adapt it with `oral6 adapt --student`)"
+                                                   if distil else ""))
 
 
 @app.command("fit-generative", rich_help_panel="Workflows")

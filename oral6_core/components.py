@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence, get_args
 
 import torch
 from torch import Tensor, nn
@@ -22,14 +22,52 @@ if TYPE_CHECKING:
 
 Likelihood = Literal["categorical", "bernoulli", "gaussian"]
 AttributeType = Literal["independent", "causal", "confounded", "selected"]
+ATTRIBUTE_TYPES: tuple[AttributeType, ...] = get_args(AttributeType)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a component needs from the data it trains on (``Component.needs``).
+
+    ``likelihoods``: the task likelihoods it works with (empty: any); ``environments``: the least
+    number of distinct training environments; ``attribute_types``: it needs the dataset to declare at
+    least one attribute of one of these types (empty: no attribute needed). The composition matrix
+    (``oral6_core.testing.check_compositions``) skips, with the reason, a pairing whose data lacks one.
+    """
+
+    likelihoods: tuple[Likelihood, ...] = ()
+    environments: int = 0
+    attribute_types: tuple[AttributeType, ...] = ()
+
+    def unmet(self, bundle: "DataBundle") -> list[str]:
+        """Why ``bundle`` cannot serve the component: one phrase per unmet need (empty when it can)."""
+        reasons = []
+        if self.likelihoods and bundle.task.likelihood not in self.likelihoods:
+            reasons.append(f"a {' or '.join(self.likelihoods)} likelihood (it has {bundle.task.likelihood})")
+        envs = getattr(bundle.train, "env", None)
+        found = int(torch.unique(envs).numel()) if isinstance(envs, Tensor) else len(bundle.environments)
+        if found < self.environments:
+            reasons.append(f"{self.environments} training environments (it has {found})")
+        if self.attribute_types and not any(a.type in self.attribute_types for a in bundle.attributes):
+            reasons.append(f"an attribute of type {' or '.join(self.attribute_types)} "
+                           f"(it has {', '.join(sorted({a.type for a in bundle.attributes})) or 'none'})")
+        return reasons
 
 
 class Component:
-    """Base class of every component: a name, a strict ``Config`` and a one-line docstring summary."""
+    """Base class of every component: a name, a strict ``Config`` and a one-line docstring summary.
+
+    Two declarations tell the composition matrix how to pair it: ``needs`` (a ``Needs``: the
+    likelihoods, environments and attributes it requires of the data) and ``deterministic`` (False
+    when its steps draw on anything but the global RNGs and its ``state_dict()``, e.g. nondeterministic
+    kernels, so that a resumed run cannot repeat an uninterrupted one bit for bit).
+    """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
     citation: ClassVar[str | None] = None
+    needs: ClassVar[Needs] = Needs()
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -224,7 +262,7 @@ class SearchTask:
 
 
 class Candidate:
-    """An architecture a predictor can score: a description, its size, and a builder."""
+    """An architecture a predictor can score: a description, its size, a builder, and the model builder that makes it."""
 
     num_params: int
 
@@ -233,6 +271,14 @@ class Candidate:
 
     def build(self, num_classes: int) -> nn.Module:
         raise NotImplementedError
+
+    def model_spec(self) -> tuple[str, dict[str, Any]] | None:
+        """The registered model builder and its options that build this candidate for the task's data, or None.
+
+        With it ``oral6 search --distil --out DIR`` saves the distilled student as an ordinary checkpoint
+        (``DIR/checkpoint.pt``) that every command taking one (``adapt --student``, ``represent``, ...) rebuilds.
+        """
+        return None
 
 
 class Predictor(Component):

@@ -1,4 +1,5 @@
-"""Conformance checks a plugin author calls on each component: ``check_component(kind, name, options)``.
+"""Conformance checks a plugin author calls on each component: ``check_component(kind, name, options)``,
+and on every combination of the installed training components: ``check_compositions()``.
 
 Each check builds the component from ``options`` (defaults for the rest), checks the strict config,
 and exercises the kind's contract on a tiny model, raising ``AssertionError`` with the reason when it
@@ -19,9 +20,14 @@ from torch import nn
 
 from . import registry
 from .components import Batch, Component, Task, TrainContext
+from .compositions import check_compositions
+from .testing_workflows import WORKFLOW_EXERCISES, WorkflowInputs, tiny_images, tiny_search_task, tiny_stream
 from .config import ComponentConfig
 from .data import BatchLoader, DataBundle
 from .errors import ConfigError
+
+__all__ = ["WorkflowInputs", "check_component", "check_compositions", "option_variants", "tiny_bundle", "tiny_images", "tiny_model",
+           "tiny_search_task", "tiny_stream"]
 
 REQUIRED_METHODS = {
     "optimizer": ("build",),
@@ -37,19 +43,26 @@ REQUIRED_METHODS = {
 }
 
 
-def tiny_bundle(n: int = 64, features: int = 8, classes: int = 3, seed: int = 0) -> DataBundle:
-    """A linearly separable toy problem with two environments and one attribute of each type."""
-    from .components import Attribute
+def tiny_bundle(n: int = 64, features: int = 8, classes: int = 3, seed: int = 0, environments: bool = True) -> DataBundle:
+    """A linearly separable toy problem with two environments and one attribute of each type.
+
+    With ``environments=False`` it is ``tiny-plain``: the same inputs and labels, one environment, no attributes.
+    """
+    from .components import ATTRIBUTE_TYPES, Attribute
     from .data import ArrayDataset
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, features, generator=g)
     y = (x[:, :classes].argmax(1)).long()
+    task = Task("categorical", classes, (features,))
+    if not environments:
+        plain = ArrayDataset(x, y)
+        return DataBundle("tiny-plain", plain, plain, plain, task)
     env = torch.arange(n) % 2
-    attrs = {t: torch.randint(0, 2, (n,), generator=g) for t in ("independent", "causal", "confounded", "selected")}
+    attrs = {t: torch.randint(0, 2, (n,), generator=g) for t in ATTRIBUTE_TYPES}
     data = ArrayDataset(x, y, env, attrs)
-    return DataBundle("tiny", data, data, data, Task("categorical", classes, (features,)),
-                      attributes=[Attribute(t, t, 2) for t in attrs], environments=["e0", "e1"])  # type: ignore[arg-type]
+    return DataBundle("tiny", data, data, data, task, attributes=[Attribute(t, t, 2) for t in ATTRIBUTE_TYPES],
+                      environments=["e0", "e1"])
 
 
 def tiny_model(features: int = 8, classes: int = 3) -> nn.Module:
@@ -59,8 +72,12 @@ def tiny_model(features: int = 8, classes: int = 3) -> nn.Module:
     return MLP(features, classes, (16,))
 
 
-def check_component(kind: str, name: str, options: dict[str, Any] | None = None, exercise: bool = True) -> Component:
-    """Check a registered component's metadata, strict config and (if ``exercise``) its contract."""
+def check_component(kind: str, name: str, options: dict[str, Any] | None = None, exercise: bool = True,
+                    inputs: WorkflowInputs | None = None) -> Component:
+    """Check a registered component's metadata, strict config and (if ``exercise``) its contract.
+
+    ``inputs`` gives a predictor, representation or generative model what it runs on (see ``WorkflowInputs``).
+    """
     cls = registry.get(kind, name)
     kind = kind.replace("_", "-")
     assert cls.summary(), f"{kind} {name!r} needs a docstring whose first line is its summary."
@@ -74,6 +91,8 @@ def check_component(kind: str, name: str, options: dict[str, Any] | None = None,
     for method in REQUIRED_METHODS[kind]:
         assert callable(getattr(cls, method, None)), f"{kind} {name!r} lacks {method}()."
     component = registry.create(kind, name, options)
+    if exercise and kind in WORKFLOW_EXERCISES:
+        WORKFLOW_EXERCISES[kind](component, inputs or WorkflowInputs())
     if exercise and kind in _EXERCISES:
         _EXERCISES[kind](component)
         if kind in _VARIED:

@@ -19,7 +19,7 @@ from .io import save_torch
 from .metrics import evaluate
 from .progress import Progress
 from .rundir import check_writable, record, resolved
-from .training import CHECKPOINT, build_model, load_trained_model, resolve_device, seed_everything
+from .training import CHECKPOINT, build_model, check_shapes, load_trained_model, resolve_device, seed_everything
 
 
 def resumable_run(run_dir: Path, names: dict[str, Any] | None = None, options: dict[str, dict[str, Any]] | None = None,
@@ -54,17 +54,24 @@ def _outputs(bundle: DataBundle) -> int:
 
 def adapt(adapter_name: str, source: str, target: str, model: str, source_model: str, source_epochs: int, source_lr: float,
           mode: str, k: int, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None,
-          source_checkpoint: Path | None = None, query_budget: int | None = None) -> dict[str, Any]:
+          source_checkpoint: Path | None = None, query_budget: int | None = None, student_checkpoint: Path | None = None) -> dict[str, Any]:
     """Serve a source model from its own process (trained there, or loaded from ``source_checkpoint``); adapt a student through it.
 
-    This process never holds the source model, its weights or the source data: only the
-    server's answers, its accuracy report and its query count.
+    The student is a fresh ``model`` (options ``model.*``, shared with a source model trained here) or, with
+    ``student_checkpoint``, the network of a checkpoint (``oral6 train``, or the distilled student of
+    ``oral6 search --distil --out``) with its weights and its own options. This process never holds the
+    source model, its weights or the source data: only the server's answers, its accuracy report and its query count.
     """
     if out is not None:
         check_writable(out)
     seed_everything(seed)
     adapter = registry.create("adapter", adapter_name, options.get("adapter"))
     tgt = _load_bundle(target, options.get("target"), seed)
+    given, student_options = None, dict(options.get("model") or {})
+    if student_checkpoint is not None:
+        given, student_run = load_trained_model(student_checkpoint)
+        check_shapes(given, tgt, f"The student in {student_checkpoint}")
+        model, student_options = student_run["model"], dict((student_run.get("options") or {}).get("model") or {})
     if not isinstance(tgt.train, ArrayDataset):
         raise DataError(f"Target dataset {target!r} must be held in memory (an ArrayDataset) to hide its labels.")
     spec = SourceSpec(source, dict(options.get("source") or {}), source_model, dict(options.get("model") or {}), source_epochs,
@@ -73,7 +80,8 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
     with Progress(f"adapt {adapter_name}", total=2) as progress, BlackBoxServer(spec, mode, k, query_budget, target_check(tgt)) as server:
         progress.stage("black box ready", 1, source_accuracy_on_target=server.report["source_accuracy_on_target"])
         seed_everything(seed)
-        student = build_model(RunConfig(model=model, dataset=target, options={"model": options.get("model", {})}), tgt).to(dev)
+        student = (given if given is not None else
+                   build_model(RunConfig(model=model, dataset=target, options={"model": student_options}), tgt)).to(dev)
         started = time.perf_counter()
         student = adapter.adapt(server.client, tgt.train.without_labels(), student)
         seconds = time.perf_counter() - started
@@ -89,8 +97,9 @@ def adapt(adapter_name: str, source: str, target: str, model: str, source_model:
     }
     if out is not None:
         save_torch({"model": student.state_dict(), "adapter": adapter_name,
-                    "run": {"model": model, "dataset": target, "options": {"model": options.get("model", {})}}}, out / "student.pt")
-        used = {"adapter": resolved(adapter), "model": model, "source_model": source_model, "source_epochs": source_epochs,
+                    "run": {"model": model, "dataset": target, "options": {"model": student_options}}}, out / "student.pt")
+        used = {"adapter": resolved(adapter), "model": model, "student_checkpoint": None if student_checkpoint is None else str(student_checkpoint),
+                "source_model": source_model, "source_epochs": source_epochs,
                 "source_lr": source_lr, "source_checkpoint": None if source_checkpoint is None else str(source_checkpoint),
                 "blackbox_mode": mode, "k": k, "query_budget": query_budget, "device": device, "set": options}
         record(out / "adapt.json", "adapt", report, used, seed, {"student": "student.pt"})
@@ -101,8 +110,9 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
            top_k: int, distil: bool, seed: int, device: str, options: dict[str, dict[str, Any]], out: Path | None = None) -> dict[str, Any]:
     """Rank a predictor's candidates for a teacher and dataset under a parameter budget.
 
-    With ``out``, ``search.json`` records the options, every candidate ranked, and the metrics;
-    ``student.pt`` holds the distilled student (weights, candidate and module) when ``distil``.
+    With ``out``, ``search.json`` records the options, every candidate ranked, and the metrics; with
+    ``distil``, ``checkpoint.pt`` holds the distilled student as an ordinary checkpoint (weights, and the
+    model builder, options and dataset that rebuild it, from the candidate's ``model_spec``).
     """
     if out is not None:
         check_writable(out)
@@ -134,17 +144,35 @@ def search(predictor_name: str, dataset: str, teacher_ckpt: Path, budget: int | 
     report: dict[str, Any] = {"teacher_accuracy": teacher_acc, "candidates": len(candidates), "seconds": seconds, "top": ranked[:top_k]}
     outputs = {}
     if distil:
-        student, report["distilled_accuracy"] = predictor.distil(candidates[order[0]], task)
+        best = candidates[order[0]]
+        spec = best.model_spec()
+        if out is not None and spec is None:
+            raise ConfigError(f"Predictor {predictor_name!r} does not say which model builder makes its candidates "
+                              f"(Candidate.model_spec), so the distilled student cannot be saved as a checkpoint: search without "
+                              f"--distil, or give the predictor's candidates a model_spec().")
+        student, report["distilled_accuracy"] = predictor.distil(best, task)
         if out is not None:
+            run = {"model": spec[0], "dataset": dataset, "options": {"model": spec[1], "dataset": resolved(source)}}  # type: ignore[index]
+            _check_rebuilds(student, run, bundle, predictor_name)
             save_torch({"model": student.state_dict(), "candidate": ranked[0]["candidate"], "parameters": ranked[0]["parameters"],
-                        "module": student}, out / "student.pt")
-            outputs["student"] = "student.pt"
+                        "distilled_accuracy": report["distilled_accuracy"], "run": run}, out / CHECKPOINT)
+            outputs["student"] = CHECKPOINT
     if out is not None:
         used = {"predictor": resolved(predictor), "dataset": dataset, "dataset_options": resolved(source), "teacher": str(teacher_ckpt),
                 "budget_params": budget, "predictor_checkpoint": None if predictor_ckpt is None else str(predictor_ckpt),
                 "top_k": top_k, "distil": distil, "device": device}
         record(out / "search.json", "search", {**report, "ranked": ranked}, used, seed, outputs)
     return report
+
+
+def _check_rebuilds(student: Any, run: dict[str, Any], bundle: DataBundle, predictor_name: str) -> None:
+    """The model builder named in ``run`` must rebuild ``student`` exactly (the same parameter names and shapes)."""
+    rebuilt = build_model(RunConfig(model=run["model"], dataset=run["dataset"], options={"model": run["options"]["model"]}), bundle)
+    try:
+        rebuilt.load_state_dict(student.state_dict())
+    except RuntimeError as exc:
+        raise CheckpointError(f"Predictor {predictor_name!r} names model {run['model']!r} with options {run['options']['model']} "
+                              f"for its student, but that model does not take the student's weights: {str(exc).splitlines()[0]}") from None
 
 
 def _active_dims(encode: Callable[[Any], Any], x: Any, relative: float = 0.1) -> int:

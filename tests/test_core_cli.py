@@ -15,6 +15,7 @@ from oral6_core.config import ComponentConfig
 from oral6_core.hookspecs import hookimpl
 from oral6_core.io import load_torch, save_torch
 from oral6_core.metrics import evaluate
+from oral6_core.training import load_trained_model
 from oral6_core.models.nets import MLP
 
 FAST = ["--no-progress", "--epochs", "2"]
@@ -96,6 +97,9 @@ class WidthCandidate(Candidate):
     def build(self, num_classes):
         return MLP(64, num_classes, (self.width,))
 
+    def model_spec(self):
+        return "mlp", {"hidden": [self.width]}
+
 
 class BiggestIsBest(Predictor):
     """Predicts that bigger students distil better."""
@@ -111,6 +115,20 @@ class BiggestIsBest(Predictor):
     def distil(self, candidate, task):
         student = candidate.build(task.bundle.num_classes)
         return student, evaluate(student, task.bundle.test, task.bundle.task, task.device)["accuracy"]
+
+
+class PlainCandidate(WidthCandidate):
+    def model_spec(self):
+        return None
+
+
+class Unbuildable(BiggestIsBest):
+    """Candidates that do not name the model builder that makes them."""
+
+    name = "test-unbuildable"
+
+    def candidates(self, task):
+        return [PlainCandidate(8)]
 
 
 class Streams(DatasetSource):
@@ -176,7 +194,7 @@ class WorkflowPlugin:
 
     @hookimpl
     def oral6_predictors(self):
-        return [BiggestIsBest]
+        return [BiggestIsBest, Unbuildable]
 
     @hookimpl
     def oral6_datasets(self):
@@ -222,14 +240,17 @@ def test_search_honours_the_budget(cli, workflow_plugin, tmp_path):
     assert "mlp-16" in out and "mlp-32" not in out and "3 candidates" in out
     record = json.loads((tmp_path / "search" / "search.json").read_text())
     assert [r["candidate"] for r in record["ranked"]] == ["mlp-16", "mlp-8", "mlp-4"] and len(record["top"]) == 2
-    assert record["options"]["budget_params"] == budget and record["outputs"] == {"student": "student.pt"}
-    student = load_torch(tmp_path / "search" / "student.pt")
-    assert student["candidate"] == "mlp-16"
-    WidthCandidate(16).build(10).load_state_dict(student["model"])
-    accuracy = evaluate(student["module"], registry.create("dataset", "digits").load().test, Task(), torch.device("cpu"))["accuracy"]
+    assert record["options"]["budget_params"] == budget and record["outputs"] == {"student": "checkpoint.pt"}
+    assert load_torch(tmp_path / "search" / "checkpoint.pt")["candidate"] == "mlp-16"
+    student, run = load_trained_model(tmp_path / "search" / "checkpoint.pt")  # an ordinary checkpoint: rebuilt from its record
+    assert run["model"] == "mlp" and run["options"]["model"] == {"hidden": [16]}
+    accuracy = evaluate(student, registry.create("dataset", "digits").load().test, Task(), torch.device("cpu"))["accuracy"]
     assert accuracy == record["distilled_accuracy"]
     code, out = cli("search", "--predictor", "test-biggest", "--dataset", "digits", "--teacher", tmp_path / "missing.pt")
     assert code == 2 and "No checkpoint" in out
+    code, out = cli("search", "--predictor", "test-unbuildable", "--dataset", "digits", "--teacher", tmp_path / "teacher" / "checkpoint.pt",
+                    "--distil", "--out", tmp_path / "unbuildable")
+    assert code == 2 and "model_spec()" in out and not (tmp_path / "unbuildable" / "checkpoint.pt").exists()
 
 
 def test_fit_generative_scores_each_seen_environment(cli, workflow_plugin, tmp_path, monkeypatch):

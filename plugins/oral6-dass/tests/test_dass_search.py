@@ -97,7 +97,7 @@ def test_cli_meta_train_then_search_and_distil(tmp_path, meta_dir, teacher_ckpt)
                      "--out", str(tmp_path / "search"), "--set", "predictor.num_candidates=50", "--set", "predictor.distil_epochs=1")
     assert code == 0, out
     assert "Top 2 of" in out and "d=" in out and "distilled d=" in out
-    assert (tmp_path / "search" / "student.pt").is_file() and (tmp_path / "search" / "search.json").is_file()
+    assert (tmp_path / "search" / "checkpoint.pt").is_file() and (tmp_path / "search" / "search.json").is_file()
     sizes = [int(n.replace(",", "")) for n in re.findall(r"│\s+([\d,]+)\s+│\s+-?[\d.]+\s+│", out)]
     assert sizes and all(s <= 5000 for s in sizes)
 

@@ -87,7 +87,7 @@ def test_components_conform():
     check_component("model", "dass-resnet")
     check_component("dataset", "dass-task", {"task": "textures-4"})
     for name in ("dass", "dass-no-func", "params", "flops", "synflow", "snip", "grad-norm", "naswot"):
-        check_component("predictor", name)
+        check_component("predictor", name, exercise=False)  # exercised on a dass-resnet task in tests/test_core_workflow_conformance.py
 
 
 def test_unknown_task_is_a_clear_error():

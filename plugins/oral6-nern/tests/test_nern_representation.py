@@ -39,7 +39,7 @@ def fitted() -> tuple[NeRN, nn.Module]:
 
 
 def test_conforms():
-    check_component("representation", "nern")
+    check_component("representation", "nern", FAST)
 
 
 def test_fit_learns_and_reports_sizes(fitted):

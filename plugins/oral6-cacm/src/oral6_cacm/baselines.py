@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
 
-from oral6_core.components import Batch, Regularizer, TrainContext
+from oral6_core.components import Batch, Needs, Regularizer, TrainContext
 from oral6_core.config import ComponentConfig
 from oral6_core.data import DataBundle
 from oral6_core.errors import DataError
@@ -21,6 +21,8 @@ from .penalty import grouped_mmd
 
 class _EnvironmentRegularizer(Regularizer):
     """Base: knows the number of training environments and warns once when a batch has fewer than two."""
+
+    needs = Needs(environments=2)
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
@@ -146,6 +148,7 @@ class IRM(_AnnealedRegularizer):
 
     name = "irm"
     Config = IRMConfig
+    needs = Needs(likelihoods=("categorical",), environments=2)
     citation = "Arjovsky, Bottou, Gulrajani, Lopez-Paz. Invariant Risk Minimization. arXiv 2019."
 
     def penalty(self, features: Tensor, logits: Tensor, batch: Batch) -> Tensor:
@@ -165,6 +168,7 @@ class VREx(_AnnealedRegularizer):
 
     name = "vrex"
     Config = VRExConfig
+    needs = Needs(likelihoods=("categorical",), environments=2)
     citation = "Krueger et al. Out-of-Distribution Generalization via Risk Extrapolation (REx). ICML 2021."
 
     def penalty(self, features: Tensor, logits: Tensor, batch: Batch) -> Tensor:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import Tensor
 
-from oral6_core.components import AttributeType, Batch, Regularizer, TrainContext
+from oral6_core.components import ATTRIBUTE_TYPES, AttributeType, Batch, Needs, Regularizer, TrainContext
 from oral6_core.config import ComponentConfig
 from oral6_core.data import DataBundle
 from oral6_core.errors import ConfigError
@@ -133,6 +133,7 @@ class CACM(AttributeMMDRegularizer):
     name = "cacm"
     Config = CACMConfig
     citation = CITATION
+    needs = Needs(likelihoods=("categorical",), attribute_types=ATTRIBUTE_TYPES)
 
     def make_plans(self, bundle: DataBundle) -> list[AttributePlan]:
         c = self.config
@@ -166,6 +167,7 @@ class ClassConditionalMMD(AttributeMMDRegularizer):
 
     name = "cmmd"
     Config = CMMDConfig
+    needs = Needs(likelihoods=("categorical",), environments=2)  # the default domain, E; domain=attributes needs attributes instead
     citation = "Li, Tian, Gong, Liu, Liu, Zhang, Tao. Deep Domain Generalization via Conditional Invariant Adversarial Networks. ECCV 2018."
 
     def make_plans(self, bundle: DataBundle) -> list[AttributePlan]:

@@ -36,6 +36,10 @@ class StudentCandidate(Candidate):
         """A randomly initialised student (seed torch before calling for reproducibility)."""
         return DaSSResNet(self.space, self.arch, num_classes)
 
+    def model_spec(self) -> tuple[str, dict[str, Any]]:
+        """``dass-resnet`` with the teacher's widths and this student's depths and inner-width multipliers."""
+        return "dass-resnet", {"widths": list(self.space.widths), **self.arch.to_dict()}
+
 
 class StudentSearchConfig(ComponentConfig):
     num_candidates: int = Field(1000, ge=1, description="Students sampled from the teacher's space by candidates().")

@@ -67,6 +67,9 @@ class DaSSResNet(nn.Module):
 class DaSSResNetConfig(ComponentConfig):
     widths: list[int] = Field([16, 32, 64, 64], min_length=1, description="Channels of each stage (the stem uses the first).")
     depths: list[int] = Field([2, 2, 2, 2], min_length=1, description="Basic blocks per stage (the teacher's depth).")
+    multipliers: list[list[float]] | None = Field(
+        None, description="Inner-width multiplier of each block, one list per stage (0.5 to 1 in steps of 1/16): a student of "
+                          "the search space, as `oral6 search --distil --out` records it. Default: every block at full width.")
 
 
 class DaSSResNetBuilder(ModelBuilder):
@@ -86,4 +89,6 @@ class DaSSResNetBuilder(ModelBuilder):
         if len(c.widths) != len(c.depths) or min(c.widths) < 1 or min(c.depths) < 1:
             raise ConfigError("model.widths and model.depths need one positive entry per stage, e.g. widths=[16,32] depths=[2,2].")
         space = SearchSpace(input_shape[0], tuple(c.widths), tuple(c.depths))
-        return DaSSResNet(space, space.teacher, num_outputs)
+        if c.multipliers is None:
+            return DaSSResNet(space, space.teacher, num_outputs)
+        return DaSSResNet(space, Architecture.from_dict({"depths": c.depths, "multipliers": c.multipliers}), num_outputs)

@@ -94,6 +94,7 @@ class IMPPruner(MaskedPruner):
         self.round = 0
         self.rewind_weights: dict[str, torch.Tensor] | None = None
         self.schedule_start: tuple[dict[str, Any], list[float]] | None = None
+        self.optimizer_start: dict[str, Any] = {}
         self.round_end_callbacks: list[Callable[[int, float], None]] = []
 
     def rounds(self) -> int:
@@ -115,6 +116,7 @@ class IMPPruner(MaskedPruner):
         self.round = 0
         self.round_length(self.ctx.total_steps)  # type: ignore[union-attr]
         self.rewind_weights = self._snapshot() if self.config.rewind_step == 0 else None
+        self.optimizer_start = copy.deepcopy(self.ctx.optimizer.state_dict())  # type: ignore[union-attr]  # before any step
         scheduler = self.ctx.scheduler  # type: ignore[union-attr]
         self.schedule_start = None if scheduler is None else (
             copy.deepcopy(scheduler.state_dict()), [group["lr"] for group in self.ctx.optimizer.param_groups])  # type: ignore[union-attr]
@@ -140,8 +142,7 @@ class IMPPruner(MaskedPruner):
         if self.config.rewind == "init":
             for name, p in model.named_parameters():
                 p.copy_(self.rewind_weights[name])  # type: ignore[index]
-        for p in model.parameters():
-            optimizer.state.pop(p, None)
+        optimizer.load_state_dict(copy.deepcopy(self.optimizer_start))  # whatever state the optimizer keeps, as it was built
         if self.schedule_start is not None:
             state, rates = self.schedule_start
             self.ctx.scheduler.load_state_dict(copy.deepcopy(state))  # type: ignore[union-attr]
