@@ -129,8 +129,8 @@ def test_pruning_criteria_remove_the_intended_weights(fitted):
     assert torch.equal(dict(net.named_parameters())["layer1.0.conv1.weight"], params["layer1.0.conv1.weight"])
 
 
-def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged():
-    from oral6_nern.feedback import NotConvergedWarning, late_improvement, warn_if_not_converged
+def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged(capsys):
+    from oral6_nern.feedback import NotConvergedWarning, late_accuracy_gain, late_improvement, warn_if_not_converged
 
     rep = registry.create("representation", "nern", {**FAST, "hidden": None, "steps": 30, "log_every": 3, "progress": True, "convergence_tol": 1e-5, "distill_weight": 0, "attention_weight": 0, "lr": 0.05, "final_lr": 0.05})
     with pytest.warns(NotConvergedWarning, match="has not converged"):
@@ -141,6 +141,12 @@ def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged():
     assert late_improvement(flat) == 0 and not warn_if_not_converged(flat, 0.01)
     falling = [{"step": float(s), "rel_error": 1 / s} for s in range(10, 110, 10)]
     assert late_improvement(falling) == pytest.approx(0.1)
+    rising = [{**r, "accuracy": r["step"] / 100} for r in flat]
+    assert late_accuracy_gain(rising) == pytest.approx(0.1)
+    with pytest.warns(NotConvergedWarning, match="accuracy still rose by 10.0 points"):
+        assert warn_if_not_converged(rising, 0.01)
+    lines = [l for l in capsys.readouterr().err.splitlines() if "nern fit step" in l]  # not a terminal: plain lines
+    assert len(lines) == 10 and "weight_error" in lines[-1] and "accuracy" in lines[-1]
 
 
 def test_default_size_and_schedule_scale_with_the_network():
@@ -184,3 +190,13 @@ def test_a_pruned_network_keeps_its_mask_by_construction(tmp_path):
     dense = registry.create("representation", "nern", {**FAST, "keep_zeros": False})
     dense.prepare(net)
     assert not dense.layout.masks and dense.represented_parameters() == sum(m.numel() for m in masks.values())
+
+
+def test_the_papers_configuration_runs_on_cpu_at_tiny_scale():
+    """The options of the paper's GPU run (README), with 3 steps: distillation from the first step on every kernel."""
+    paper = {"hidden": 160, "levels": 40, "base": 0.76, "warmup_steps": 0, "kernel_batch": 4096, "batch_size": 64,
+             "distill_weight": 1e-4, "attention_weight": 1e-4, "permutation": "crossfilter"}
+    rep = registry.create("representation", "nern", {**paper, "steps": 3, "log_every": 1, "progress": False})
+    rep.fit(tiny_resnet(), tiny_bundle())
+    assert [int(r["step"]) for r in rep.history] == [1, 2, 3] and all("kd" in r and "fmap" in r for r in rep.history)
+    assert rep.predictor.mlp[0].out_features == 160 and rep.reconstruct() is not None
