@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.func import functional_call
 
 from oral6_core import registry
@@ -279,19 +279,23 @@ def test_sampled_distillation_gradient_is_unbiased():
     net = tiny_resnet()
     layers = select_layers(net, ["layer*.*.conv*"])
     layout = WeightLayout(layers, [torch.arange(l.kernels) for l in layers])
-    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    predictor = KernelPredictor(8, levels=4)
+    config = NeRNConfig(hidden=8, levels=4, steps=3, warmup_steps=0, kernel_batch=64)
+    trainer = PredictorTrainer(predictor, layout, net, repeat(None), config)
+    n = layout.num_kernels
+    grad = torch.randn(n, 3, 3, generator=torch.Generator().manual_seed(1))
 
-    def distillation_grad(sampled, seed):
-        torch.manual_seed(0)
-        predictor = KernelPredictor(8, levels=4)
-        config = NeRNConfig(hidden=8, levels=4, steps=3, warmup_steps=0, kernel_batch=64, distill_kernels=sampled, seed=seed)
-        trainer = PredictorTrainer(predictor, layout, net, repeat(x), config)
-        trainer._distill()
+    def gradient() -> Tensor:
+        predictor.zero_grad()
+        trainer.backpropagate(grad)
         return torch.cat([p.grad.flatten() for p in predictor.parameters()])
 
-    exact = distillation_grad(None, 0)
-    n = layout.num_kernels
-    estimates = torch.stack([distillation_grad(n // 4, seed) for seed in range(200)])
+    exact = gradient()
+    expected = torch.autograd.grad((predictor(layout.coordinates()) * grad).sum(), list(predictor.parameters()))
+    assert torch.allclose(exact, torch.cat([g.flatten() for g in expected]), atol=1e-5)
+    config.distill_kernels = n // 4
+    estimates = torch.stack([gradient() for _ in range(400)])
     single_error = (estimates[0] - exact).norm()
-    assert single_error > 1e-3 * exact.norm()  # one sample is noisy ...
-    assert (estimates.mean(0) - exact).norm() < 0.35 * single_error  # ... their mean converges to the exact gradient
+    assert single_error > 1e-2 * exact.norm()  # one sample is noisy ...
+    assert (estimates.mean(0) - exact).norm() < 0.25 * single_error  # ... their mean converges to the exact gradient

@@ -127,15 +127,20 @@ class PredictorTrainer:
         every.requires_grad_(True)
         terms = self._distillation_terms(every)
         (c.distill_weight * terms["kd"] + c.attention_weight * terms.get("fmap", 0.0)).backward()
-        grad, n = every.grad, len(self.coords)
-        if c.distill_kernels is not None and c.distill_kernels < n:
-            rows = torch.randperm(n, generator=self.generator, device=grad.device)[: c.distill_kernels]
-            (self.predict(self.coords[rows]) * grad[rows]).sum().mul(n / len(rows)).backward()
-        else:
-            for start in range(0, n, self.chunk):
-                part = slice(start, start + self.chunk)
-                (self.predict(self.coords[part]) * grad[part]).sum().backward()
+        self.backpropagate(every.grad)
         return {k: v.detach() for k, v in terms.items()}
+
+    def backpropagate(self, grad: Tensor) -> None:
+        """Add ∂/∂θ Σ_k ⟨G_k, Ŵ_k⟩ for G = ``grad`` (N, 3, 3) to the predictor's gradients: exactly, one chunk of kernels at
+        a time, or with ``distill_kernels`` = m < N its unbiased estimate (N/m)·Σ over m uniformly sampled kernels."""
+        m, n = self.config.distill_kernels, len(self.coords)
+        if m is not None and m < n:
+            rows = torch.randperm(n, generator=self.generator, device=grad.device)[:m]
+            (self.predict(self.coords[rows]) * grad[rows]).sum().mul(n / m).backward()
+            return
+        for start in range(0, n, self.chunk):
+            part = slice(start, start + self.chunk)
+            (self.predict(self.coords[part]) * grad[part]).sum().backward()
 
     def step(self, step: int) -> dict[str, Tensor]:
         """One optimisation step (1-based ``step``); returns the loss terms."""
