@@ -22,19 +22,22 @@ def test_benchmark_quick_writes_its_files_and_rows(tmp_path):
         assert path.is_file() and path.stat().st_size > 0
     assert (tmp_path / "nern_resnet20.png") in result.files
     fits = [r for r in result.rows if r["table"] == "fits"]
-    runs = ["ratio 0.5", "ratio 1", "no permutation", "infilter", "reconstruction only", "half the steps"]
+    runs = ["ratio 0.5", "ratio 1", "no permutation", "infilter", "reconstruction only", "GMP-pruned 0.5"]
     assert [r["run"] for r in fits] == [run for run in runs for _ in (0, 1)] and {r["seed"] for r in fits} == {0, 1}
     assert all(0 <= r["reconstructed_acc"] <= 1 and 0 < r["ratio"] for r in fits)
-    assert all(r["ratio"] <= 0.5 for r in fits if r["run"] != "ratio 1")
-    assert {r["steps"] for r in fits if r["run"] == "half the steps"} == {3}
+    assert all(r["ratio"] <= 0.5 for r in fits if r["run"] not in ("ratio 1", "GMP-pruned 0.5"))
+    pruned = [r for r in fits if r["run"] == "GMP-pruned 0.5"]
+    dense = [r for r in fits if r["run"] == "ratio 0.5"]
+    assert all(r["zero_where_original_zero"] for r in pruned) and pruned[0]["hidden"] == dense[0]["hidden"]
+    assert pruned[0]["represented"] < dense[0]["represented"]
     curves = [r for r in result.rows if r["table"] == "curves"]
     assert {"rel_error", "accuracy"} <= set(curves[0]) and max(r["step"] for r in curves) == 6
     speed = [r for r in result.rows if r["table"] == "speed"]
-    assert len(speed) == 2 and all(r["steps_per_s"] > 0 for r in speed)
+    assert len(speed) == 3 and all(r["steps_per_s"] > 0 for r in speed)
     crossfilter = [r for r in result.rows if r["table"] == "crossfilter"]
     assert [r["measure"] for r in crossfilter] == ["time", "smoothness"] * 2
     assert all(r["relative"] <= 1 + 1e-9 for r in crossfilter if r["measure"] == "smoothness")
-    assert len(result.claims) == 11 and "| ratio 0.5 |" in result.markdown
+    assert result.markdown.count("\n- ") == 14 and "| ratio 0.5 |" in result.markdown
     assert json.loads((tmp_path / "results.json").read_text())["claims"] == result.claims
 
 

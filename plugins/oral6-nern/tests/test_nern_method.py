@@ -6,14 +6,15 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.func import functional_call
 
 from oral6_core import registry
 from oral6_core.errors import ConfigError
 from oral6_nern.encoding import kernel_coordinates, positional_encoding
 from oral6_nern.layout import WeightLayout, select_layers
-from oral6_nern.losses import FeatureTap, attention_loss, feature_modules, output_distillation_loss
+from oral6_nern.fitting import PredictorTrainer
+from oral6_nern.losses import FeatureTap, attention_loss, attention_map, feature_modules, output_distillation_loss
 from oral6_nern.permutations import SEARCHED_CLUSTERS, clustered_chain, greedy_chains, inverse_permutation, layer_permutation
 from oral6_nern.predictor import KernelPredictor, predictor_parameters
 from oral6_nern.ranger import Lookahead
@@ -176,7 +177,8 @@ def test_distillation_losses_reach_the_predictor():
     with tap.recording() as student_maps:
         student = functional_call(net, {**frozen, **layout.assemble(predictor(layout.coordinates()))}, (x,))
     assert len(student_maps) == len(teacher_maps) == len(tap.names) > 0
-    for loss in (output_distillation_loss(student, teacher), attention_loss(student_maps, teacher_maps)):
+    maps = attention_loss([attention_map(s) for s in student_maps], [attention_map(t) for t in teacher_maps])
+    for loss in (output_distillation_loss(student, teacher), maps):
         predictor.zero_grad()
         loss.backward(retain_graph=True)
         grads = [p.grad for p in predictor.parameters()]
@@ -234,34 +236,66 @@ def test_table_first_layer_equals_the_dense_encoding():
 
 def test_fused_attention_map_equals_the_formula_and_survives_huge_activations():
     from oral6_nern.losses import attention_map
-    from oral6_nern.speed import literal_attention_map
+    from oral6_nern.speed import square_attention_map
 
     features = torch.randn(3, 5, 4, 4, generator=torch.Generator().manual_seed(0))
     q = features.pow(2).mean(1).flatten(1)
     assert torch.allclose(attention_map(features), q / q.norm(dim=1, keepdim=True), atol=1e-6)
-    assert torch.allclose(literal_attention_map(features), attention_map(features), atol=1e-6)
+    assert torch.allclose(square_attention_map(features), attention_map(features), atol=1e-6)
     assert torch.allclose(attention_map(features * 1e25), attention_map(features), atol=1e-6)
 
 
-def test_fast_step_takes_the_same_steps_as_the_literal_one():
+@pytest.mark.parametrize("chunk", [PredictorTrainer.chunk, 5])
+def test_two_pass_step_takes_the_same_steps_as_one_pass_through_both(chunk):
     from itertools import repeat
 
-    from oral6_nern.fitting import PredictorTrainer
     from oral6_nern.representation import NeRNConfig
-    from oral6_nern.speed import DenseStepTrainer
+    from oral6_nern.speed import OnePassTrainer
 
     net = tiny_resnet()
     params = dict(net.named_parameters())
     layers = select_layers(net, ["layer*.*.conv*", "*downsample.0"])
     layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), "crossfilter") for l in layers])
-    config = NeRNConfig(hidden=8, levels=4, steps=3, warmup_steps=0, kernel_batch=64)
+    config = NeRNConfig(hidden=8, levels=4, steps=3, warmup_steps=0, kernel_batch=64, distill_weight=0.1, attention_weight=0.1)
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     trained = []
-    for cls in (PredictorTrainer, DenseStepTrainer):
+    for cls in (PredictorTrainer, OnePassTrainer):
         torch.manual_seed(0)
         predictor = KernelPredictor(8, levels=4)
         trainer = cls(predictor, layout, net, repeat(x), config)
+        trainer.chunk = chunk
         losses = [trainer.step(s)["loss"].item() for s in (1, 2, 3)]
         trained.append((losses, [p.detach().clone() for p in predictor.parameters()]))
     assert trained[0][0] == pytest.approx(trained[1][0], rel=1e-4)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(trained[0][1], trained[1][1]))
+    assert not all(torch.equal(a, b) for a, b in zip(trained[0][1], KernelPredictor(8, levels=4).parameters()))
+
+
+def test_sampled_distillation_gradient_is_unbiased():
+    from itertools import repeat
+
+    from oral6_nern.representation import NeRNConfig
+
+    net = tiny_resnet()
+    layers = select_layers(net, ["layer*.*.conv*"])
+    layout = WeightLayout(layers, [torch.arange(l.kernels) for l in layers])
+    torch.manual_seed(0)
+    predictor = KernelPredictor(8, levels=4)
+    config = NeRNConfig(hidden=8, levels=4, steps=3, warmup_steps=0, kernel_batch=64)
+    trainer = PredictorTrainer(predictor, layout, net, repeat(None), config)
+    n = layout.num_kernels
+    grad = torch.randn(n, 3, 3, generator=torch.Generator().manual_seed(1))
+
+    def gradient() -> Tensor:
+        predictor.zero_grad()
+        trainer.backpropagate(grad)
+        return torch.cat([p.grad.flatten() for p in predictor.parameters()])
+
+    exact = gradient()
+    expected = torch.autograd.grad((predictor(layout.coordinates()) * grad).sum(), list(predictor.parameters()))
+    assert torch.allclose(exact, torch.cat([g.flatten() for g in expected]), atol=1e-5)
+    config.distill_kernels = n // 4
+    estimates = torch.stack([gradient() for _ in range(400)])
+    single_error = (estimates[0] - exact).norm()
+    assert single_error > 1e-2 * exact.norm()  # one sample is noisy ...
+    assert (estimates.mean(0) - exact).norm() < 0.25 * single_error  # ... their mean converges to the exact gradient

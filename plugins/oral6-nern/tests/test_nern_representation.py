@@ -129,8 +129,8 @@ def test_pruning_criteria_remove_the_intended_weights(fitted):
     assert torch.equal(dict(net.named_parameters())["layer1.0.conv1.weight"], params["layer1.0.conv1.weight"])
 
 
-def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged():
-    from oral6_nern.feedback import NotConvergedWarning, late_improvement, warn_if_not_converged
+def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged(capsys):
+    from oral6_nern.feedback import NotConvergedWarning, late_accuracy_gain, late_improvement, warn_if_not_converged
 
     rep = registry.create("representation", "nern", {**FAST, "hidden": None, "steps": 30, "log_every": 3, "progress": True, "convergence_tol": 1e-5, "distill_weight": 0, "attention_weight": 0, "lr": 0.05, "final_lr": 0.05})
     with pytest.warns(NotConvergedWarning, match="has not converged"):
@@ -141,18 +141,62 @@ def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged():
     assert late_improvement(flat) == 0 and not warn_if_not_converged(flat, 0.01)
     falling = [{"step": float(s), "rel_error": 1 / s} for s in range(10, 110, 10)]
     assert late_improvement(falling) == pytest.approx(0.1)
+    rising = [{**r, "accuracy": r["step"] / 100} for r in flat]
+    assert late_accuracy_gain(rising) == pytest.approx(0.1)
+    with pytest.warns(NotConvergedWarning, match="accuracy still rose by 10.0 points"):
+        assert warn_if_not_converged(rising, 0.01)
+    lines = [l for l in capsys.readouterr().err.splitlines() if "nern fit step" in l]  # not a terminal: plain lines
+    assert len(lines) == 10 and "weight_error" in lines[-1] and "accuracy" in lines[-1]
 
 
 def test_default_size_and_schedule_scale_with_the_network():
-    from oral6_nern.representation import STEPS_PER_PASS, WARMUP_SHARE
+    from oral6_nern.representation import DEFAULT_STEPS, KERNEL_SHARE, WARMUP_SHARE
 
     net = tiny_resnet()
-    rep = registry.create("representation", "nern", {"kernel_batch": 100})
+    rep = registry.create("representation", "nern", {})
     rep.prepare(net)
-    passes = -(-rep.layout.num_kernels // 100)
-    assert passes > 1 and rep.config.steps == STEPS_PER_PASS * passes
-    assert rep.config.warmup_steps == int(WARMUP_SHARE * rep.config.steps)
-    wider = registry.create("representation", "nern", {"hidden": None, "ratio": 0.44})
-    wider.prepare(net)
-    assert wider.num_parameters() <= 0.44 * wider.represented_parameters()
-    assert predictor_parameters(wider.config.hidden + 1) > 0.44 * wider.represented_parameters()
+    assert rep.config.steps == DEFAULT_STEPS and rep.config.warmup_steps == int(WARMUP_SHARE * DEFAULT_STEPS)
+    assert rep.config.kernel_batch == 256 < rep.layout.num_kernels  # the floor on a tiny network
+    wide = registry.create("model", "resnet20", {"width": 8}).build((3, 8, 8), 4)
+    scaled = registry.create("representation", "nern", {"hidden": None, "ratio": 0.44})
+    scaled.prepare(wide)
+    assert scaled.config.kernel_batch == round(KERNEL_SHARE * scaled.layout.num_kernels)
+    assert scaled.num_parameters() <= 0.44 * scaled.represented_parameters()
+    assert predictor_parameters(scaled.config.hidden + 1) > 0.44 * scaled.represented_parameters()
+
+
+def test_a_pruned_network_keeps_its_mask_by_construction(tmp_path):
+    net = tiny_resnet()
+    generator = torch.Generator().manual_seed(1)
+    masks = {}
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith("layer") and ".conv" in name:
+                masks[name] = torch.rand(p.shape, generator=generator) > 0.6
+                p.mul_(masks[name])
+    rep = registry.create("representation", "nern", FAST)
+    rep.fit(net, tiny_bundle())
+    predicted = rep.predicted_weights()
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert rep.represented_parameters() == kept < sum(m.numel() for m in masks.values())
+    assert rep.storage_bytes() == 4 * rep.num_parameters() + -(-sum(m.numel() for m in masks.values()) // 8) + 4 * rep.layout.num_kernels
+    for name, mask in masks.items():
+        assert torch.all(predicted[name][~mask] == 0) and (predicted[name][mask] != 0).float().mean() > 0.99
+    rep.save(tmp_path / "rep.pt")
+    loaded = NeRN()
+    loaded.load(tmp_path / "rep.pt")
+    assert all(torch.equal(loaded.layout.masks[k], m) for k, m in masks.items())
+    assert all(torch.equal(loaded.predicted_weights()[k], w) for k, w in predicted.items())
+    dense = registry.create("representation", "nern", {**FAST, "keep_zeros": False})
+    dense.prepare(net)
+    assert not dense.layout.masks and dense.represented_parameters() == sum(m.numel() for m in masks.values())
+
+
+def test_the_papers_configuration_runs_on_cpu_at_tiny_scale():
+    """The options of the paper's GPU run (README), with 3 steps: distillation from the first step on every kernel."""
+    paper = {"hidden": 160, "levels": 40, "base": 0.76, "warmup_steps": 0, "kernel_batch": 4096, "batch_size": 64,
+             "distill_weight": 1e-4, "attention_weight": 1e-4, "permutation": "crossfilter"}
+    rep = registry.create("representation", "nern", {**paper, "steps": 3, "log_every": 1, "progress": False})
+    rep.fit(tiny_resnet(), tiny_bundle())
+    assert [int(r["step"]) for r in rep.history] == [1, 2, 3] and all("kd" in r and "fmap" in r for r in rep.history)
+    assert rep.predictor.mlp[0].out_features == 160 and rep.reconstruct() is not None

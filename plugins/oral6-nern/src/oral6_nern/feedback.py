@@ -6,7 +6,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from oral6_core.progress import Progress
 
 Monitor = Callable[[int, "dict[str, float] | None"], None]
 
@@ -17,47 +17,66 @@ class NotConvergedWarning(UserWarning):
 
 @contextmanager
 def training_progress(steps: int, enabled: bool = True) -> Iterator[Monitor]:
-    """A rich progress bar over ``steps``; the yielded monitor takes (step, logged row or None)."""
-    if not enabled:
-        yield lambda step, row: None
-        return
-    columns = (TextColumn("NeRN"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[status]}"))
-    with Progress(*columns) as bar:
-        task = bar.add_task("fit", total=steps, status="")
+    """The core's progress display over ``steps``: on a terminal a bar with the loss, the weight error and the
+    accuracy; in a log file one plain line every tenth of the steps. The yielded monitor takes (step, logged row or None)."""
+    with Progress("nern fit", total=steps, enabled=None if enabled else False) as bar:
+        tenth = max(1, steps // 10)
+        due = [tenth]
 
         def monitor(step: int, row: dict[str, float] | None) -> None:
             if row is None:
-                bar.update(task, completed=step)
+                bar.update(step)
                 return
-            status = f"loss {row['loss']:.4g}  weight error {row['rel_error']:.3f}"
-            if "accuracy" in row:
-                status += f"  accuracy {row['accuracy']:.3f}"
-            bar.update(task, completed=step, status=status)
+            metrics = {"loss": row["loss"], "weight_error": row["rel_error"], "accuracy": row.get("accuracy")}
+            if step >= due[0] or step == steps:
+                bar.stage(f"step {step}/{steps}", step, **metrics)
+                due[0] = (step // tenth + 1) * tenth
+            else:
+                bar.update(step, **metrics)
 
         yield monitor
 
 
+def _last_tenth(history: list[dict[str, float]], key: str) -> tuple[float, float] | None:
+    """(value at the last logged step at or before 90% of training, value at the end) of ``key``; None: too few rows."""
+    rows = [r for r in history if key in r]
+    if len(rows) < 2:
+        return None
+    before = [r for r in rows[:-1] if r["step"] <= 0.9 * rows[-1]["step"]]
+    return (before[-1][key], rows[-1][key]) if before else None
+
+
 def late_improvement(history: list[dict[str, float]]) -> float | None:
     """Relative fall of the weight error over the last tenth of the logged steps (None: too few rows)."""
-    if len(history) < 2:
+    pair = _last_tenth(history, "rel_error")
+    if pair is None or pair[0] <= 0:
         return None
-    last = history[-1]
-    before = [r for r in history[:-1] if r["step"] <= 0.9 * last["step"]]
-    if not before or before[-1]["rel_error"] <= 0:
-        return None
-    return (before[-1]["rel_error"] - last["rel_error"]) / before[-1]["rel_error"]
+    return (pair[0] - pair[1]) / pair[0]
+
+
+def late_accuracy_gain(history: list[dict[str, float]]) -> float | None:
+    """Rise of the logged (probe) accuracy over the last tenth of the steps, as a fraction (None: not logged)."""
+    pair = _last_tenth(history, "accuracy")
+    return None if pair is None else pair[1] - pair[0]
 
 
 def warn_if_not_converged(history: list[dict[str, float]], tolerance: float) -> bool:
-    """Warn (``NotConvergedWarning``) when the weight error fell by more than ``tolerance`` over the last tenth."""
-    drop = late_improvement(history)
-    if drop is None or drop <= tolerance:
+    """Warn (``NotConvergedWarning``) when, over the last tenth of training, the weight error fell by more than
+    ``tolerance`` (relative) or the probe accuracy rose by more than ``tolerance`` (absolute)."""
+    drop, gain = late_improvement(history), late_accuracy_gain(history)
+    reasons = []
+    if drop is not None and drop > tolerance:
+        reasons.append(f"its weight error (RMSE / RMS of the represented weights) still fell by {100 * drop:.1f}%")
+    if gain is not None and gain > tolerance:
+        reasons.append(f"its rebuilt network's probe accuracy still rose by {100 * gain:.1f} points")
+    if not reasons:
         return False
+    end = history[-1]
+    accuracy = f", accuracy {end['accuracy']:.3f}" if "accuracy" in end else ""
     warnings.warn(
-        f"The NeRN predictor has not converged: its weight error (RMSE / RMS of the represented weights) still fell by "
-        f"{100 * drop:.1f}% over the last tenth of training (tolerance {100 * tolerance:.1f}%), ending at "
-        f"{history[-1]['rel_error']:.3f}. Raise representation.steps (now {int(history[-1]['step'])}) or the learning rate.",
+        f"The NeRN predictor has not converged: {' and '.join(reasons)} over the last tenth of training (tolerance "
+        f"{100 * tolerance:.1f}), ending at weight error {end['rel_error']:.3f}{accuracy}. Raise representation.steps "
+        f"(now {int(end['step'])}), e.g. --set representation.steps={4 * int(end['step'])}.",
         NotConvergedWarning, stacklevel=3,
     )
     return True

@@ -72,10 +72,16 @@ class PredictorTrainer:
     """Fits ``predictor`` so the network rebuilt from it matches ``teacher`` (kept in eval mode, never changed).
 
     Each step draws a batch of kernels for L_rec. After ``warmup_steps`` (reconstruction only), when a
-    distillation weight is positive, the step makes one predictor pass over every coordinate, takes the
-    L_rec rows from it, and runs the teacher functionally on the predicted weights (views of that one
-    pass, no copies), so L_kd and L_fmap flow back through the weights into the predictor.
+    distillation weight is positive, the distillation gradient is computed in two passes that never hold the
+    predictor's graph and the network's at once: a predictor pass without a graph gives every weight; the
+    network runs on them (channels-last images, weights as views of that pass) and one backward gives
+    G = ∂(w_kd·L_kd + w_fm·L_fmap)/∂Ŵ; then the predictor is run again with a graph in chunks of
+    ``chunk`` kernels and Σ_k ⟨G_k, Ŵ_k⟩ is back-propagated, which is the same gradient as one pass through
+    both. With ``distill_kernels`` = m < N the second pass covers a uniform sample of m kernels scaled by N/m,
+    an unbiased estimate of it.
     """
+
+    chunk = 65536
 
     def __init__(self, predictor: KernelPredictor, layout: WeightLayout, teacher: nn.Module, inputs: Iterator[Tensor],
                  config: NeRNConfig) -> None:
@@ -85,56 +91,76 @@ class PredictorTrainer:
         target, mask = layout.targets(self.frozen)
         self.target, self.mask = target, (None if bool(mask.all()) else mask)
         self.sampler = KernelSampler(target.flatten(1).norm(dim=1), config.kernel_batch, config.uniform_prob, config.seed)
+        self.generator = torch.Generator(device=target.device).manual_seed(config.seed + 1)
         self.optimizer = ranger(predictor.parameters(), config.lr, config.lookahead_k, config.lookahead_alpha)
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer.inner, T_max=config.steps, eta_min=config.final_lr)
         self.distills = config.distill_weight > 0 or config.attention_weight > 0
         self.tap = FeatureTap(teacher, feature_modules(teacher)) if config.attention_weight > 0 else None
 
-    attention_map = staticmethod(attention_map)
-
     def predict(self, coords: Tensor) -> Tensor:
         """Kernels at ``coords``."""
         return self.predictor(coords)
-
-    def assemble(self, predictions: Tensor) -> dict[str, Tensor]:
-        """Represented conv weights from the predictions of every row."""
-        return self.layout.assemble(predictions)
 
     def _rec(self, predicted: Tensor, rows: Tensor | None) -> Tensor:
         target = self.target if rows is None else self.target[rows]
         mask = None if self.mask is None else (self.mask if rows is None else self.mask[rows])
         return reconstruction_loss(predicted, target, mask)
 
+    def _distillation_terms(self, every: Tensor) -> dict[str, Tensor]:
+        """L_kd and L_fmap of the network run on the weights assembled from ``every`` row's prediction."""
+        x = next(self.inputs)
+        with torch.no_grad(), (self.tap.recording() if self.tap else nullcontext([])) as teacher_maps:
+            teacher_logits = self.teacher(x)
+            teacher_maps = [attention_map(t) for t in teacher_maps]
+        with self.tap.recording() if self.tap else nullcontext([]) as student_maps:
+            student_logits = functional_call(self.teacher, {**self.frozen, **self.layout.assemble(every)}, (x,))
+        terms = {"kd": output_distillation_loss(student_logits, teacher_logits)}
+        if self.tap is not None:
+            terms["fmap"] = attention_loss([attention_map(s) for s in student_maps], teacher_maps)
+        return terms
+
+    def _distill(self) -> dict[str, Tensor]:
+        """Accumulate the distillation gradient in the predictor (two passes, see the class); returns L_kd, L_fmap."""
+        c = self.config
+        with torch.no_grad():
+            every = self.predict(self.coords)
+        every.requires_grad_(True)
+        terms = self._distillation_terms(every)
+        (c.distill_weight * terms["kd"] + c.attention_weight * terms.get("fmap", 0.0)).backward()
+        self.backpropagate(every.grad)
+        return {k: v.detach() for k, v in terms.items()}
+
+    def backpropagate(self, grad: Tensor) -> None:
+        """Add ∂/∂θ Σ_k ⟨G_k, Ŵ_k⟩ for G = ``grad`` (N, 3, 3) to the predictor's gradients: exactly, one chunk of kernels at
+        a time, or with ``distill_kernels`` = m < N its unbiased estimate (N/m)·Σ over m uniformly sampled kernels."""
+        m, n = self.config.distill_kernels, len(self.coords)
+        if m is not None and m < n:
+            rows = torch.randperm(n, generator=self.generator, device=grad.device)[:m]
+            (self.predict(self.coords[rows]) * grad[rows]).sum().mul(n / m).backward()
+            return
+        for start in range(0, n, self.chunk):
+            part = slice(start, start + self.chunk)
+            (self.predict(self.coords[part]) * grad[part]).sum().backward()
+
     def step(self, step: int) -> dict[str, Tensor]:
         """One optimisation step (1-based ``step``); returns the loss terms."""
         c = self.config
         rows = self.sampler.sample()
-        if self.distills and step > c.warmup_steps:
-            every = self.predict(self.coords)
-            terms = {"rec": self._rec(every if rows is None else every[rows], rows)}
-            x = next(self.inputs)
-            with torch.no_grad(), (self.tap.recording() if self.tap else nullcontext([])) as teacher_maps:
-                teacher_logits = self.teacher(x)
-            with self.tap.recording() if self.tap else nullcontext([]) as student_maps:
-                student_logits = functional_call(self.teacher, {**self.frozen, **self.assemble(every)}, (x,))
-            terms["kd"] = output_distillation_loss(student_logits, teacher_logits)
-            if self.tap is not None:
-                terms["fmap"] = attention_loss(student_maps, teacher_maps, self.attention_map)
-        else:
-            terms = {"rec": self._rec(self.predict(self.coords if rows is None else self.coords[rows]), rows)}
-        loss = terms["rec"] + c.distill_weight * terms.get("kd", 0.0) + c.attention_weight * terms.get("fmap", 0.0)
         self.optimizer.zero_grad()
-        loss.backward()
+        terms = self._distill() if self.distills and step > c.warmup_steps else {}
+        rec = self._rec(self.predict(self.coords if rows is None else self.coords[rows]), rows)
+        rec.backward()
         if c.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.predictor.parameters(), c.grad_clip)
         self.optimizer.step()
         self.schedule.step()
-        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+        loss = rec.detach() + c.distill_weight * terms.get("kd", 0.0) + c.attention_weight * terms.get("fmap", 0.0)
+        return {"loss": loss, "rec": rec.detach(), **terms}
 
     @torch.no_grad()
     def predicted_weights(self) -> dict[str, Tensor]:
         """Every represented weight as the predictor gives it now."""
-        return self.assemble(self.predict(self.coords))
+        return self.layout.assemble(self.predict(self.coords))
 
     @torch.no_grad()
     def relative_error(self) -> float:

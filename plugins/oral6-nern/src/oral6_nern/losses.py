@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -30,17 +30,18 @@ def attention_map(features: Tensor) -> Tensor:
     maximum before normalising, and when they overflow (the huge activations of a poorly reconstructed
     network) the features are first divided by their largest magnitude: the result is unchanged but finite.
     """
-    q = features.square().sum(1).flatten(1)
+    q = (features * features).sum(1).flatten(1)  # x·x: its backward is one multiply, square()'s a pow
     if not bool(torch.isfinite(q).all()):
         scale = torch.linalg.vector_norm(features.detach().flatten(1), float("inf"), dim=1).clamp_min(1e-30)
-        q = (features / scale.view(-1, *[1] * (features.dim() - 1))).square().sum(1).flatten(1)
+        scaled = features / scale.view(-1, *[1] * (features.dim() - 1))
+        q = (scaled * scaled).sum(1).flatten(1)
     q = q / q.detach().amax(1, keepdim=True).clamp_min(1e-30)
     return q / q.square().sum(1, keepdim=True).add(1e-12).sqrt()
 
 
-def attention_loss(student: list[Tensor], teacher: list[Tensor], map_fn: Callable[[Tensor], Tensor] = attention_map) -> Tensor:
-    """L_fmap = Σ_layers mean_batch ‖a(A_T) − a(A_S)‖² (a = ``map_fn``)."""
-    terms = [(map_fn(s) - map_fn(t)).pow(2).sum(1).mean() for s, t in zip(student, teacher)]
+def attention_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+    """L_fmap = Σ_layers mean_batch ‖a(A_T) − a(A_S)‖², from the attention maps a(A) of each layer."""
+    terms = [(s - t).pow(2).sum(1).mean() for s, t in zip(student, teacher)]
     return torch.stack(terms).sum()
 
 

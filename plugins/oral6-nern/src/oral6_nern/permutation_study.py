@@ -34,11 +34,12 @@ def smoothness(vectors: Tensor, order: Tensor) -> float:
     return (unit[1:] * unit[:-1]).sum().item()
 
 
-def crossfilter_study(timed: tuple[int, int], compared: tuple[int, int], seed: int = 0) -> list[dict[str, Any]]:
+def crossfilter_study(timed: tuple[int, int], compared: tuple[int, int], seed: int = 0,
+                      kinds: tuple[str, ...] = ("random", "trained-like")) -> list[dict[str, Any]]:
     """Time the clustered crossfilter walk on ``timed``-shaped layers and compare its smoothness with the exact
-    greedy chain on ``compared``-shaped ones, for a random-initialised and a trained-like layer."""
+    greedy chain on ``compared``-shaped ones, for each of ``kinds`` (random-initialised, trained-like)."""
     rows: list[dict[str, Any]] = []
-    for kind in ("random", "trained-like"):
+    for kind in kinds:
         kernels = synthetic_layer(kind, *timed, seed).reshape(timed[0] * timed[1], 9)
         wall, cpu = time.perf_counter(), time.process_time()
         order = clustered_chain(kernels)

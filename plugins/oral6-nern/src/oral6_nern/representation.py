@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -24,8 +25,9 @@ from .permutations import layer_permutation
 from .predictor import KernelPredictor, predictor_parameters
 
 FORMAT = "oral6-nern/1"
-STEPS_PER_PASS = 4000  # the benchmark's schedule, where the predictor has converged
-WARMUP_SHARE = 0.9
+DEFAULT_STEPS = 4000  # the benchmark's schedule
+WARMUP_SHARE = 0.75
+KERNEL_SHARE = 0.14  # the paper's 4096 of a width-16 ResNet-20's 29,696 kernels
 
 
 class NeRNConfig(ComponentConfig):
@@ -35,19 +37,21 @@ class NeRNConfig(ComponentConfig):
     levels: int = Field(40, ge=1, description="Frequencies L of the positional encoding (6L inputs).")
     base: float = Field(0.76, gt=0, description="Base b of the encoding's frequencies π·b^k.")
     permutation: Literal["none", "infilter", "crossfilter"] = Field("crossfilter", description="Kernel ordering for smoothness.")
+    keep_zeros: bool = Field(True, description="Weights that are exactly zero in the original (a pruned network's mask) stay exactly zero: the mask is stored (one bit a weight) and multiplies the predictions.")
     layers: list[str] = Field(["layer*.*.conv*"], description="Shell patterns of the conv modules to represent (default: the residual blocks' convs); the rest are stored as they are.")
-    steps: int | None = Field(None, ge=1, description=f"Optimisation steps (None: {STEPS_PER_PASS} per pass of kernel_batch over the kernels, at least {STEPS_PER_PASS}).")
+    steps: int = Field(DEFAULT_STEPS, ge=1, description="Optimisation steps (the paper trains for ≈ 70k).")
     warmup_steps: int | None = Field(None, ge=0, description=f"First steps with the reconstruction loss only (None: {WARMUP_SHARE:.0%} of the steps).")
     lr: float = Field(5e-3, gt=0, description="Initial learning rate of Ranger (RAdam + Lookahead).")
     final_lr: float = Field(1e-6, ge=0, description="Learning rate at the end of the cosine decay.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the predictor's gradient norm to this value (None: no clipping).")
     lookahead_k: int = Field(6, ge=1, description="Lookahead synchronisation period.")
     lookahead_alpha: float = Field(0.5, gt=0, le=1, description="Lookahead step toward the fast weights.")
-    kernel_batch: int = Field(4096, ge=1, description="Kernels per reconstruction-loss batch.")
+    kernel_batch: int | None = Field(None, ge=1, description=f"Kernels per reconstruction-loss batch (None: {KERNEL_SHARE:.0%} of the kernels, between 256 and 4096, the paper's share).")
     uniform_prob: float = Field(0.8, ge=0, le=1, description="Probability of a uniform kernel batch (else sampled ∝ kernel norm).")
     distill_weight: float = Field(1e-4, ge=0, description="Weight of the output (KL) distillation loss.")
     attention_weight: float = Field(1e-4, ge=0, description="Weight of the attention feature-map loss.")
-    batch_size: int = Field(64, ge=1, description="Images per distillation batch.")
+    distill_kernels: int | None = Field(None, ge=1, description="Kernels through which a distillation step's gradient reaches the predictor (None: all, the exact gradient; m: an unbiased estimate from m uniformly sampled kernels, faster on large networks).")
+    batch_size: int = Field(16, ge=1, description="Images per distillation batch.")
     noise_size: int = Field(32, ge=1, description="Side of the noise images used without data (and the recorded input size).")
     log_every: int = Field(50, ge=1, description="Log the losses, the weight error and the probe accuracy every this many steps.")
     probe_samples: int = Field(500, ge=0, description="Validation (else test) images on which the rebuilt network's accuracy is logged (0: none).")
@@ -90,13 +94,14 @@ class NeRN(Representation):
         device = next(model.parameters()).device
         layers = select_layers(model, c.layers)
         params = dict(model.named_parameters())
-        self.layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), c.permutation) for l in layers])
+        masks = {l.name: params[l.name].detach() != 0 for l in layers if c.keep_zeros and bool((params[l.name] == 0).any())}
+        self.layout = WeightLayout(layers, [layer_permutation(params[l.name].detach(), c.permutation) for l in layers], masks)
         represented = {l.name for l in layers}
         self.stored = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in represented}
         if c.hidden is None:
             c.hidden = width_for_ratio(c.ratio * self.layout.represented_parameters(), c.levels, c.depth)
-        if c.steps is None:
-            c.steps = STEPS_PER_PASS * max(1, math.ceil(self.layout.num_kernels / c.kernel_batch))
+        if c.kernel_batch is None:
+            c.kernel_batch = min(4096, max(256, round(KERNEL_SHARE * self.layout.num_kernels)))
         if c.warmup_steps is None:
             c.warmup_steps = int(WARMUP_SHARE * c.steps)
         self.predictor = self._new_predictor(device, c.hidden)
@@ -153,8 +158,14 @@ class NeRN(Representation):
         return sum(p.numel() for p in predictor.parameters())
 
     def represented_parameters(self) -> int:
+        """Weights the predictor stands for: the kept ones of a pruned network."""
         _, layout = self._require_fitted()
         return layout.represented_parameters()
+
+    def storage_bytes(self) -> int:
+        """What the representation must store of the represented layers: float32 predictor, packed masks, int32 permutations."""
+        predictor, layout = self._require_fitted()
+        return 4 * self.num_parameters() + math.ceil(layout.mask_bits() / 8) + 4 * layout.num_kernels
 
     def save(self, path: Path) -> None:
         """One file: predictor, permutations, represented layers, stored parameters and the architecture reference."""
@@ -165,6 +176,7 @@ class NeRN(Representation):
             "predictor": {k: v.cpu() for k, v in predictor.state_dict().items()},
             "layers": [(l.name, list(l.shape)) for l in layout.layers],
             "permutations": [p.to(torch.int32).cpu() for p in layout.permutations],
+            "masks": {k: pack_bits(m) for k, m in layout.masks.items()},
             "stored": {k: v.cpu() for k, v in self.stored.items()},
             "architecture": self.architecture,
         }, path)
@@ -177,7 +189,8 @@ class NeRN(Representation):
         self.config = self.Config(**saved["config"])
         layers = [RepresentedLayer(name, tuple(shape)) for name, shape in saved["layers"]]  # type: ignore[arg-type]
         try:
-            self.layout = WeightLayout(layers, [p.long() for p in saved["permutations"]])
+            masks = {name: unpack_bits(packed, shape) for name, shape in saved["layers"] if (packed := saved.get("masks", {}).get(name)) is not None}
+            self.layout = WeightLayout(layers, [p.long() for p in saved["permutations"]], masks)
         except ShapeError as exc:
             raise CheckpointError(f"{path} is corrupt: {exc}") from None
         self.predictor = self._new_predictor("cpu", saved["predictor"]["mlp.0.weight"].shape[0])
@@ -185,6 +198,17 @@ class NeRN(Representation):
         self.predictor.eval()
         self.stored = saved["stored"]
         self.architecture = saved["architecture"]
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean tensor as uint8 bytes, eight entries a byte (row-major)."""
+    return torch.from_numpy(np.packbits(mask.detach().cpu().flatten().numpy()))
+
+
+def unpack_bits(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """The boolean tensor of ``shape`` that ``pack_bits`` stored."""
+    count = math.prod(shape)
+    return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).astype(bool)).view(shape)
 
 
 def width_for_ratio(budget: float, levels: int, depth: int) -> int:
