@@ -180,13 +180,15 @@ def encode_dataset(encode: Callable[[Tensor], Tensor], x: Tensor, batch_size: in
 
 
 def evaluate_representation(encode: Callable[[Tensor], Tensor], data, factor_names: list[str],
-                            num_samples: int = 2000, seed: int = 0, dci_trees: int = 100) -> dict[str, float]:
+                            num_samples: int = 2000, seed: int = 0, dci_trees: int = 100,
+                            dci_samples: int | None = None) -> dict[str, float]:
     """MIG, MIG-sup, DCI (disentanglement, completeness, informativeness) and FactorVAE score of ``encode``.
 
     ``data`` is an ``ArrayDataset`` whose ``y`` holds integer factor values [N, F] named by
     ``factor_names``. Factors that are constant in ``data`` carry no information and are left out.
-    MIG and DCI use ``num_samples`` points; FactorVAE votes draw from up to five times as many.
-    ``dci_trees`` is the number of boosting stages of DCI's classifiers (100, sklearn's default).
+    MIG uses ``num_samples`` points, DCI the first ``dci_samples`` of them (default: all); FactorVAE
+    votes draw from up to five times as many. ``dci_trees`` is the number of boosting stages of
+    DCI's classifiers (100, sklearn's default).
     """
     y = getattr(data, "y", None)
     x = getattr(data, "x", None)
@@ -204,7 +206,8 @@ def evaluate_representation(encode: Callable[[Tensor], Tensor], data, factor_nam
     codes_all = encode_dataset(encode, x[torch.as_tensor(pool)])
     factors = factors_all[pool][:, varying]
     codes, sub = codes_all[:num_samples], factors[:num_samples]
-    importance, informativeness = importance_matrix(codes, sub, seed, dci_trees)
+    dci_rows = slice(0, dci_samples)
+    importance, informativeness = importance_matrix(codes[dci_rows], sub[dci_rows], seed, dci_trees)
     disentanglement, completeness = dci_from_importance(importance)
     return {
         "mig": mig(codes, sub),
