@@ -26,19 +26,19 @@ HELD_OUT_SEED = 10_000  # held-out data of seed s are drawn with data_seed s + t
 class CUDOSStreamConfig(ComponentConfig):
     seeds: list[int] = Field([0, 1, 2], description="Seeds (data draws, data order, initialisation).")
     dataset: str = Field("dsprites-split", description="A stream dataset of this plugin.")
-    image_size: int = Field(32, ge=16, description="Side of the rendered images.")
-    samples_per_environment: int = Field(8000, ge=64, description="Training images per environment.")
-    steps_first: int = Field(1500, ge=1, description="Steps (batches of 64) on the first environment.")
-    steps_next: int = Field(750, ge=1, description="Steps on each later environment.")
+    image_size: int = Field(16, ge=16, description="Side of the rendered images.")
+    samples_per_environment: int = Field(6400, ge=64, description="Training images per environment.")
+    steps_first: int = Field(800, ge=1, description="Steps (batches of 64) on the first environment.")
+    steps_next: int = Field(400, ge=1, description="Steps on each later environment.")
     latent_dim: int = Field(10, ge=2, description="Latent dimensions of every model.")
-    channels: tuple[int, ...] = Field((16, 32, 32, 64), description="Conv widths of every model.")
+    channels: tuple[int, ...] = Field((16, 32, 64), description="Conv widths of every model.")
     hidden: int = Field(128, ge=8, description="FC width of every model.")
     som_side: int = Field(8, ge=2, description="CUDOS SOM grid side (rows = cols).")
     lr: float = Field(5e-4, gt=0, description="Adam learning rate of every model (CUDOS's reference rate, spikes included).")
     beta: float = Field(4.0, ge=0, description="β of the β-VAE baselines.")
     eval_samples: int = Field(2000, ge=64, description="Held-out points per environment and evaluation.")
     dci_samples: int = Field(1000, ge=64, description="Of those, points used by DCI (see the metrics' calibration).")
-    dci_trees: int = Field(100, ge=1, description="Boosting stages of DCI's classifiers.")
+    dci_trees: int = Field(20, ge=1, description="Boosting stages of DCI's classifiers.")
     threads: int = Field(1, ge=1, description="torch CPU threads.")
 
 
@@ -54,7 +54,7 @@ class CUDOSStreamBenchmark(Benchmark):
         options: dict[str, Any] = {"latent_dim": c.latent_dim, "epochs_first": epochs[0], "epochs_next": epochs[1],
                                    "seed": seed, "device": "cpu", "lr": c.lr, "channels": c.channels, "hidden": c.hidden}
         if quick:
-            options.update(channels=(8, 8, 16, 16), hidden=32)
+            options.update(channels=(8,) * len(c.channels), hidden=32)
         if name == "cudos":
             # σ anneals from a third of the first environment to its end (the reference: steps 750 → 2000 of a longer run).
             options.update(som_rows=c.som_side, som_cols=c.som_side, spike_lr=c.lr,
