@@ -114,3 +114,19 @@ def test_evaluate_representation_encodes_data_and_drops_constant_factors():
     assert scores["mig"] > 0.85 and scores["dci_disentanglement"] > 0.85 and scores["factorvae"] > 0.95
     with pytest.raises(ShapeError, match="factor names"):
         evaluate_representation(lambda b: b[:, 0], data, ["a"], num_samples=100)
+
+
+def test_evaluate_representation_fits_dci_on_the_first_dci_samples_points_only():
+    factors = torch.as_tensor(_factors(900))
+    data = ArrayDataset(factors.float().unsqueeze(1), factors)
+    rng = np.random.default_rng(1)
+    mixing = rng.standard_normal((3, 3))
+    encode = lambda b: b[:, 0] @ torch.as_tensor(mixing, dtype=torch.float32) + 0.3 * torch.sin(37 * b[:, 0])  # noqa: E731
+    scores = evaluate_representation(encode, data, ["a", "b", "c"], num_samples=600, dci_trees=5, dci_samples=200)
+    pool = np.random.default_rng(0).permutation(900)[:600]
+    codes = encode(data.x[torch.as_tensor(pool)]).double().numpy()
+    importance, informativeness = importance_matrix(codes[:200], factors.numpy()[pool][:200], 0, 5)
+    assert scores["dci_disentanglement"] == pytest.approx(dci_from_importance(importance)[0])
+    assert scores["dci_informativeness"] == pytest.approx(informativeness)
+    full = evaluate_representation(encode, data, ["a", "b", "c"], num_samples=600, dci_trees=5, dci_samples=None)
+    assert full["dci_informativeness"] != pytest.approx(informativeness)

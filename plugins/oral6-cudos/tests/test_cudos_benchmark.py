@@ -1,8 +1,11 @@
-"""The cudos-stream benchmark runs end to end in quick mode and reports its files, rows and claims."""
+"""The cudos-stream benchmark runs end to end in quick mode; its forgetting and dim-reuse measures on known records."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from oral6_core.bench import run_benchmark
+from oral6_cudos.benchmark import forgetting, new_dims_per_environment, shared_factor_reuse
 
 
 def test_cudos_stream_benchmark_quick(tmp_path):
@@ -12,5 +15,24 @@ def test_cudos_stream_benchmark_quick(tmp_path):
     assert (tmp_path / "cudos" / "env2-som.png") in result.files and (tmp_path / "beta-vae" / "env2-traversals.png") in result.files
     assert [row["model"] for row in result.rows] == ["cudos", "beta-vae", "beta-vae-replay"]
     assert all(not key.startswith("_") for row in result.rows for key in row)
-    assert len(result.claims) == 5 and "final MIG" in result.markdown
-    assert result.rows[0]["active dims per env"].count("/") == 1  # quick mode: the first two environments
+    assert len(result.claims) == 6 and "final MIG" in result.markdown and "factor → dim" in result.markdown
+    assert result.rows[0]["new dims per env"].count("/") == 1  # quick mode: the first two environments
+
+
+def record(scores):
+    return {"scores": {key: {"mig": mig, "used": np.array(used), "factor_dims": dims} for key, (mig, used, dims) in scores.items()}}
+
+
+def test_forgetting_new_dims_and_reuse_from_a_known_record():
+    # Environment 1 varies a (dim 0) and then loses MIG; environment 2 varies a and b; at the end a sits
+    # on dim 2 in environment 1's data but on dim 0 in environment 2's.
+    r = record({(0, 0): (0.6, [1, 0, 0], {"a": 0}),
+                (1, 0): (0.2, [1, 0, 1], {"a": 2}),
+                (1, 1): (0.5, [1, 1, 1], {"a": 0, "b": 1})})
+    assert forgetting(r, "mig") == np.float64(0.6) - np.float64(0.2)
+    assert new_dims_per_environment(r) == [1, 2]
+    assert not shared_factor_reuse(r)
+    r["scores"][(1, 1)]["factor_dims"] = {"a": 2, "b": 1}
+    assert shared_factor_reuse(r)
+    r["scores"][(1, 1)]["factor_dims"] = {"b": 1}
+    assert not shared_factor_reuse(r)  # no factor is shared

@@ -73,6 +73,24 @@ def test_som_loss_pulls_the_best_component_towards_the_data():
     assert (som.means - 0.8).norm(dim=1).min().item() < start / 2
 
 
+def test_closed_form_som_gradients_equal_autograd():
+    g = torch.Generator().manual_seed(0)
+    som = SOMPrior(4, 5, 6, generator=g)
+    with torch.no_grad():
+        som.means.normal_(generator=g)
+        som.logvars.uniform_(-2.0, 0.5, generator=g)
+        som.slab_raw.uniform_(-0.5, 1.3, generator=g)  # α near 0, in between, and clipped at a = 1
+        som.mixture_logits.normal_(generator=g)
+    for z in (0.7 * torch.randn(6, generator=g), som.means[3] + 0.05):  # the second sits inside the spike's box
+        som.zero_grad()
+        som.loss(z[None], sigma=1.3, spike_prior=0.2).backward()
+        loss, grads = som.loss_gradients(z, som.neighbourhood(1.3), 0.2)
+        assert float(loss) == pytest.approx(float(som.loss(z[None], 1.3, 0.2).detach()), rel=1e-5)
+        for param, grad in zip((som.means, som.logvars, som.slab_raw, som.mixture_logits), grads):
+            assert torch.allclose(param.grad, grad, atol=1e-5, rtol=1e-4)
+            assert param.grad.abs().max() > 0
+
+
 def test_a_som_fitted_online_on_clustered_codes_spreads_them_over_many_nodes():
     # 8 tight clusters, a 4×4 map updated one code at a time while σ anneals (1 → 0.05, scaled to the small grid).
     g = torch.Generator().manual_seed(0)

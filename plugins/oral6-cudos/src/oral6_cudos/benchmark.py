@@ -1,4 +1,4 @@
-"""Benchmark ``cudos-stream``: CUDOS vs β-VAE and β-VAE + generative replay on the shapes3d stream."""
+"""Benchmark ``cudos-stream``: CUDOS vs β-VAE and β-VAE + generative replay on a stream where forgetting shows."""
 
 from __future__ import annotations
 
@@ -10,50 +10,55 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import Field
+from torch.nn import functional as F
 
 from oral6_core import registry
 from oral6_core.bench import markdown_table, mean_std, new_figure, save_figure
 from oral6_core.components import Benchmark, BenchResult, Environment
 from oral6_core.config import ComponentConfig
-from oral6_core.metrics.disentanglement import encode_dataset, evaluate_representation, leakage
+from oral6_core.metrics.disentanglement import (encode_dataset, evaluate_representation, leakage,
+                                                normalized_mutual_information)
 
 MODELS = ("cudos", "beta-vae", "beta-vae-replay")
+HELD_OUT_SEED = 10_000  # held-out data of seed s are drawn with data_seed s + this
 
 
 class CUDOSStreamConfig(ComponentConfig):
-    seeds: list[int] = Field([0, 1], description="Seeds (data order, initialisation).")
-    dataset: str = Field("shapes3d-stream", description="A stream dataset of this plugin.")
-    samples_per_environment: int = Field(600, ge=64, description="Images per environment.")
+    seeds: list[int] = Field([0, 1, 2], description="Seeds (data draws, data order, initialisation).")
+    dataset: str = Field("dsprites-split", description="A stream dataset of this plugin.")
+    image_size: int = Field(16, ge=16, description="Side of the rendered images.")
+    samples_per_environment: int = Field(6400, ge=64, description="Training images per environment.")
+    steps_first: int = Field(800, ge=1, description="Steps (batches of 64) on the first environment.")
+    steps_next: int = Field(400, ge=1, description="Steps on each later environment.")
     latent_dim: int = Field(10, ge=2, description="Latent dimensions of every model.")
+    channels: tuple[int, ...] = Field((16, 32, 64), description="Conv widths of every model.")
+    hidden: int = Field(128, ge=8, description="FC width of every model.")
     som_side: int = Field(8, ge=2, description="CUDOS SOM grid side (rows = cols).")
-    epochs_first: int = Field(10, ge=1, description="Epochs on the first environment.")
-    epochs_next: int = Field(5, ge=1, description="Epochs on each later environment.")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate of every model's encoder and decoder.")
-    time_scale: float = Field(40.0, gt=0, description="CUDOS: the spike-vector learning rate (reference: 5e-4) × this, "
-                              "so that a run of a few hundred steps moves it; the SOM keeps the reference's rates.")
+    lr: float = Field(5e-4, gt=0, description="Adam learning rate of every model (CUDOS's reference rate, spikes included).")
     beta: float = Field(4.0, ge=0, description="β of the β-VAE baselines.")
-    eval_samples: int = Field(600, ge=64, description="Points per metric evaluation.")
+    eval_samples: int = Field(2000, ge=64, description="Held-out points per environment and evaluation.")
+    dci_samples: int = Field(1000, ge=64, description="Of those, points used by DCI (see the metrics' calibration).")
+    dci_trees: int = Field(20, ge=1, description="Boosting stages of DCI's classifiers.")
     threads: int = Field(1, ge=1, description="torch CPU threads.")
 
 
 class CUDOSStreamBenchmark(Benchmark):
-    """CUDOS vs β-VAE (sequential) and β-VAE + replay: MIG/DCI per environment, forgetting and leakage."""
+    """CUDOS vs β-VAE (sequential) and β-VAE + replay: scores per environment on held-out data, forgetting, dims used."""
 
     name = "cudos-stream"
     Config = CUDOSStreamConfig
     readme = Path(__file__).parents[2] / "README.md"
 
-    def model_options(self, name: str, steps: int, seed: int, quick: bool) -> dict[str, Any]:
+    def model_options(self, name: str, seed: int, epochs: tuple[int, int], quick: bool) -> dict[str, Any]:
         c = self.config
-        options: dict[str, Any] = {"latent_dim": c.latent_dim, "epochs_first": c.epochs_first, "epochs_next": c.epochs_next,
-                                   "seed": seed, "device": "cpu", "lr": c.lr, "channels": (16, 32, 32, 64), "hidden": 128}
+        options: dict[str, Any] = {"latent_dim": c.latent_dim, "epochs_first": epochs[0], "epochs_next": epochs[1],
+                                   "seed": seed, "device": "cpu", "lr": c.lr, "channels": c.channels, "hidden": c.hidden}
         if quick:
-            options.update(channels=(8, 8, 16, 16), hidden=32)
+            options.update(channels=(8,) * len(c.channels), hidden=32)
         if name == "cudos":
-            # σ anneals from a third of the first environment to its end (the reference: steps 750 → 2000).
-            # The SOM steps once per code (64 per batch) as in the reference, so its reference rates move it.
-            options.update(som_rows=c.som_side, som_cols=c.som_side, anneal_begin=steps // 3, anneal_end=steps,
-                           spike_lr=5e-4 * c.time_scale)
+            # σ anneals from a third of the first environment to its end (the reference: steps 750 → 2000 of a longer run).
+            options.update(som_rows=c.som_side, som_cols=c.som_side, spike_lr=c.lr,
+                           anneal_begin=c.steps_first // 3, anneal_end=c.steps_first)
         else:
             options["beta"] = c.beta
         return options
@@ -63,129 +68,209 @@ class CUDOSStreamBenchmark(Benchmark):
         threads = torch.get_num_threads()
         torch.set_num_threads(c.threads)
         try:
+            if quick:
+                self.config = c.model_copy(update={"seeds": c.seeds[:1], "samples_per_environment": 96, "steps_first": 2,
+                                                   "steps_next": 2, "latent_dim": 4, "som_side": 3, "eval_samples": 96,
+                                                   "dci_samples": 96, "dci_trees": 5})
             return self._run(out_dir, quick)
         finally:
+            self.config = c
             torch.set_num_threads(threads)
+
+    def streams(self, seed: int, quick: bool) -> tuple[list[Environment], list[Environment]]:
+        """Training and held-out streams (the held-out one drawn with another data seed)."""
+        c = self.config
+
+        def load(n: int, data_seed: int) -> list[Environment]:
+            options = {"samples_per_environment": n, "image_size": c.image_size, "data_seed": data_seed}
+            stream = registry.create("dataset", c.dataset, options).load(seed).stream
+            return stream[:2] if quick else stream
+
+        return load(c.samples_per_environment, seed), load(c.eval_samples, seed + HELD_OUT_SEED)
 
     def _run(self, out_dir: Path, quick: bool) -> BenchResult:
         c = self.config
-        seeds = c.seeds[:1] if quick else c.seeds
-        samples = 96 if quick else c.samples_per_environment
-        eval_samples = 96 if quick else c.eval_samples
-        if quick:
-            self.config = c.model_copy(update={"epochs_first": 1, "epochs_next": 1, "latent_dim": 4, "som_side": 3})
-        stream = registry.create("dataset", c.dataset, {"samples_per_environment": samples}).load(0).stream
-        stream = stream[:2] if quick else stream
-        steps_first = self.config.epochs_first * -(-samples // 64)
+        batches = -(-c.samples_per_environment // 64)
+        epochs = (max(1, round(c.steps_first / batches)), max(1, round(c.steps_next / batches)))
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODELS}
-        for seed in seeds:
+        for seed in c.seeds:
+            train, held_out = self.streams(seed, quick)
             for name in MODELS:
                 torch.manual_seed(seed)
-                pictures = out_dir / name if seed == seeds[0] else None
-                runs[name].append(self.run_one(name, stream, seed, steps_first, eval_samples, quick, pictures))
-        self.config = c
+                pictures = out_dir / name if seed == c.seeds[0] else None
+                runs[name].append(self.run_one(name, train, held_out, seed, epochs, quick, pictures))
         rows = self.summary_rows(runs)
-        files = [self.plot(runs, len(stream), out_dir / "cudos-stream.png"), *sorted(out_dir.glob("*/env*.png"))]
+        files = [self.plot(runs, out_dir / "cudos-stream.png"), *sorted(out_dir.glob("*/env*.png"))]
         claims = self.claims(rows, runs)
-        markdown = markdown_table(rows) + "\n" + "\n".join(f"- {claim}: {'held' if ok else 'did not hold'}" for claim, ok in claims.items()) + "\n"
+        verdicts = "\n".join(f"- {claim}: {'held' if ok else 'did not hold'}" for claim, ok in claims.items())
+        markdown = (markdown_table(rows) + "\n" + self.dims_table(runs, held_out) + "\n" + verdicts + "\n")
         return BenchResult(rows, markdown, files, claims)
 
-    def run_one(self, name: str, stream: list[Environment], seed: int, steps: int, eval_samples: int, quick: bool,
-                pictures: Path | None) -> dict[str, Any]:
-        """Train one model on the stream; metrics of every seen environment after each, leakage, active dims, time.
+    def run_one(self, name: str, train: list[Environment], held_out: list[Environment], seed: int, epochs: tuple[int, int],
+                quick: bool, pictures: Path | None) -> dict[str, Any]:
+        """Train one model on the stream; after each environment, score every environment seen so far on its held-out data.
 
+        Records per (after, environment): the metrics, the held-out reconstruction BCE, the dims the code
+        uses on that environment (std > 0.1 × the largest) and the dim that holds most of each factor.
         With ``pictures``, the model's pictures after each environment are written there.
         """
-        model = registry.create("generative-model", name, self.model_options(name, steps, seed, quick))
-        scores: dict[tuple[int, int], dict[str, float]] = {}
+        c = self.config
+        model = registry.create("generative-model", name, self.model_options(name, seed, epochs, quick))
+        scores: dict[tuple[int, int], dict[str, Any]] = {}
         leaks: list[float] = []
-        old_dims: list[np.ndarray] = []
-        train_seconds = [0.0]
-        started = [time.perf_counter()]
+        train_seconds, started = [0.0], [time.perf_counter()]
 
-        def after(index: int, env: Environment) -> None:
+        def after(index: int, _env: Environment) -> None:
             train_seconds[0] += time.perf_counter() - started[0]
             for seen in range(index + 1):
-                e = stream[seen]
-                scores[(index, seen)] = evaluate_representation(model.encode, e.data, e.factor_names, eval_samples, seed,
-                                                               dci_trees=10 if quick else 100)
-            codes = encode_dataset(model.encode, env.data.x[:eval_samples])
+                env = held_out[seen]
+                metrics: dict[str, Any] = evaluate_representation(model.encode, env.data, env.factor_names, c.eval_samples,
+                                                                  seed, dci_trees=c.dci_trees, dci_samples=c.dci_samples)
+                codes = encode_dataset(model.encode, env.data.x)
+                varying = [env.factor_names.index(f) for f in env.varying]
+                factors = env.data.y.numpy()[:, varying]
+                nmi = normalized_mutual_information(codes, factors)
+                spread = codes.std(axis=0)
+                metrics.update(recon=reconstruction_bce(model, env.data.x),
+                               used=spread > 0.1 * max(spread.max(), 1e-12),
+                               factor_dims={f: int(nmi[:, i].argmax()) for i, f in enumerate(env.varying)})
+                scores[(index, seen)] = metrics
             if index > 0:
-                previous = set(stream[index - 1].varying)
-                new = [env.factor_names.index(f) for f in env.varying if f not in previous]
-                factors = env.data.y[:eval_samples].numpy()
-                leaks.append(leakage(codes, factors, old_dims[-1], new))
-            spread = codes.std(axis=0)
-            old_dims.append(spread > 0.1 * max(spread.max(), 1e-12))
+                env, before = held_out[index], held_out[:index]
+                earlier = {f for e in before for f in e.varying}
+                new = [env.factor_names.index(f) for f in env.varying if f not in earlier]
+                old_dims = np.any([scores[(index - 1, j)]["used"] for j in range(index)], axis=0)
+                leaks.append(leakage(encode_dataset(model.encode, env.data.x), env.data.y.numpy(), old_dims, new, seed=seed))
             if pictures is not None:
                 model.save_visuals(pictures, index)
             started[0] = time.perf_counter()
 
-        model.fit(stream, after)
-        active = [int(model.active_dims(k).sum()) for k in range(len(stream))] if hasattr(model, "active_dims") else []
-        return {"scores": scores, "leakage": leaks, "active": active, "seconds": train_seconds[0]}
+        model.fit(train, after)
+        steps = getattr(model, "global_step", 0)
+        return {"scores": scores, "leakage": leaks, "seconds": train_seconds[0], "steps": steps,
+                "spike_dims": [int(model.active_dims(k).sum()) for k in range(len(train))] if hasattr(model, "active_dims") else []}
 
     def summary_rows(self, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """One row per model: scores after the first and the last environment, forgetting, leakage, time ratio."""
-        baseline_seconds = statistics.mean(r["seconds"] for r in runs["beta-vae"])
+        """One row per model: final scores, forgetting (after own environment minus at the end), dims, leakage, time."""
+        baseline = statistics.mean(r["seconds"] / max(r["steps"], 1) for r in runs["beta-vae"])
         rows = []
         for name, results in runs.items():
-            last = max(k for k, _ in results[0]["scores"])
-
-            def per_seed(fn: Any) -> list[float]:
-                return [float(fn(r)) for r in results]
-
-            final = lambda r, key: np.mean([r["scores"][(last, j)][key] for j in range(last + 1)])  # noqa: E731
+            values = {key: [fn(r) for r in results] for key, fn in {
+                "mig": lambda r: final(r, "mig"), "dci": lambda r: final(r, "dci_disentanglement"),
+                "forget_mig": lambda r: forgetting(r, "mig"), "forget_dci": lambda r: forgetting(r, "dci_disentanglement"),
+                "forget_recon": lambda r: -forgetting(r, "recon"), "leak": lambda r: float(np.mean(r["leakage"] or [0.0])),
+                "reuse": shared_factor_reuse, "new_dims": new_dims_per_environment}.items()}
             rows.append({
                 "model": name,
-                "final MIG (all envs)": mean_std(per_seed(lambda r: final(r, "mig")), 3),
-                "final DCI-D (all envs)": mean_std(per_seed(lambda r: final(r, "dci_disentanglement")), 3),
-                "final FactorVAE": mean_std(per_seed(lambda r: final(r, "factorvae")), 3),
-                "env1 MIG after env1": mean_std(per_seed(lambda r: r["scores"][(0, 0)]["mig"]), 3),
-                "env1 MIG at end": mean_std(per_seed(lambda r: r["scores"][(last, 0)]["mig"]), 3),
-                "MIG forgetting": mean_std(per_seed(lambda r: r["scores"][(0, 0)]["mig"] - r["scores"][(last, 0)]["mig"]), 3),
-                "DCI-D forgetting": mean_std(per_seed(lambda r: r["scores"][(0, 0)]["dci_disentanglement"]
-                                                   - r["scores"][(last, 0)]["dci_disentanglement"]), 3),
-                "leakage": mean_std(per_seed(lambda r: np.mean(r["leakage"]) if r["leakage"] else 0.0), 3),
-                "active dims per env": " / ".join(str(a) for a in results[0]["active"]) or "–",
-                "train time ×β-VAE": f"{statistics.mean(r['seconds'] for r in results) / baseline_seconds:.2f}",
-                "_final_mig": float(np.mean(per_seed(lambda r: final(r, "mig")))),
-                "_final_dci": float(np.mean(per_seed(lambda r: final(r, "dci_disentanglement")))),
-                "_forgetting": float(np.mean(per_seed(lambda r: r["scores"][(0, 0)]["mig"] - r["scores"][(last, 0)]["mig"]))),
-                "_leakage": float(np.mean(per_seed(lambda r: np.mean(r["leakage"]) if r["leakage"] else 0.0))),
+                "final MIG": mean_std(values["mig"], 3),
+                "final DCI-D": mean_std(values["dci"], 3),
+                "MIG forgetting": mean_std(values["forget_mig"], 3),
+                "DCI-D forgetting": mean_std(values["forget_dci"], 3),
+                "BCE forgetting": mean_std(values["forget_recon"], 1),
+                "leakage": mean_std(values["leak"], 3),
+                "new dims per env": " / ".join(f"{np.mean(d):.1f}" for d in zip(*values["new_dims"])),
+                "shared factor on the same dim": f"{sum(values['reuse'])}/{len(values['reuse'])}",
+                "spike dims per env": " / ".join(str(a) for a in results[0]["spike_dims"]) or "–",
+                "s/step": f"{statistics.mean(r['seconds'] / max(r['steps'], 1) for r in results):.3f}",
+                "time/step ×β-VAE": f"{statistics.mean(r['seconds'] / max(r['steps'], 1) for r in results) / baseline:.2f}",
+                "_values": values,
             })
         return rows
 
-    def claims(self, rows: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> dict[str, bool]:
-        """The paper's claims, checked on the summary rows (private ``_`` keys are removed afterwards)."""
-        by = {r["model"]: r for r in rows}
-        others = [m for m in MODELS if m != "cudos"]
-        active = [r["active"] for r in runs["cudos"]]
-        claims = {
-            "CUDOS ends with the best mean MIG": all(by["cudos"]["_final_mig"] > by[m]["_final_mig"] for m in others),
-            "CUDOS ends with the best mean DCI disentanglement": all(by["cudos"]["_final_dci"] > by[m]["_final_dci"] for m in others),
-            "CUDOS forgets env1's disentanglement least (MIG)": all(by["cudos"]["_forgetting"] < by[m]["_forgetting"] for m in others),
-            "CUDOS leaks new factors least into earlier dims": all(by["cudos"]["_leakage"] < by[m]["_leakage"] for m in others),
-            "CUDOS spikes switch on more dims as environments add factors": all(
-                all(b >= a for a, b in zip(act, act[1:])) and act[-1] > act[0] for act in active),
-        }
-        for r in rows:
-            for key in [k for k in r if k.startswith("_")]:
-                del r[key]
-        return claims
+    def dims_table(self, runs: dict[str, list[dict[str, Any]]], held_out: list[Environment]) -> str:
+        """Per model (first seed), after the last environment: the dim holding each factor of each environment."""
+        rows = []
+        for name, results in runs.items():
+            scores = results[0]["scores"]
+            last = max(k for k, _ in scores)
+            row: dict[str, Any] = {"model (seed %d)" % self.config.seeds[0]: name}
+            for j, env in enumerate(held_out):
+                if (last, j) in scores:
+                    dims = scores[(last, j)]["factor_dims"]
+                    own = scores[(j, j)]["factor_dims"]
+                    row[f"{env.name}: factor → dim (after own env → at end)"] = ", ".join(
+                        f"{f} {own[f]}→{dims[f]}" for f in env.varying)
+            rows.append(row)
+        return markdown_table(rows)
 
-    def plot(self, runs: dict[str, list[dict[str, Any]]], num_envs: int, path: Path) -> Path:
-        """Left: env1 MIG after each environment (forgetting); right: final MIG per environment."""
+    def claims(self, rows: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> dict[str, bool]:
+        """The paper's claims; a comparison holds only when the mean gap exceeds the larger seed std of the two."""
+        by = {r["model"]: r.pop("_values") for r in rows}
+        others = [m for m in MODELS if m != "cudos"]
+
+        def beats(key: str, higher: bool) -> bool:
+            mine = np.array(by["cudos"][key])
+            for other in others:
+                theirs = np.array(by[other][key])
+                gap = (mine.mean() - theirs.mean()) * (1 if higher else -1)
+                if gap <= max(mine.std(), theirs.std()):
+                    return False
+            return True
+
+        return {
+            "CUDOS ends with the best mean MIG (beyond seed std)": beats("mig", True),
+            "CUDOS ends with the best mean DCI disentanglement (beyond seed std)": beats("dci", True),
+            "CUDOS forgets earlier environments' MIG least (beyond seed std)": beats("forget_mig", False),
+            "CUDOS forgets earlier environments' reconstructions least (beyond seed std)": beats("forget_recon", False),
+            "CUDOS leaks new factors least into earlier dims (beyond seed std)": beats("leak", False),
+            "CUDOS keeps the shared factor on one dim more often than both baselines": all(
+                sum(by["cudos"]["reuse"]) > sum(by[m]["reuse"]) for m in others),
+        }
+
+    def plot(self, runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+        """Left: MIG of each earlier environment after every later one (mean over them); right: final MIG per environment."""
         fig, (left, right) = new_figure(1, 2, figsize=(10, 3.8))
         width = 0.8 / len(runs)
         for i, (name, results) in enumerate(runs.items()):
+            num_envs = max(k for k, _ in results[0]["scores"]) + 1
             stages = np.array([[r["scores"][(k, 0)]["mig"] for k in range(num_envs)] for r in results])
             left.errorbar(np.arange(1, num_envs + 1), stages.mean(0), yerr=stages.std(0), marker="o", label=name, capsize=3)
-            final = np.array([[r["scores"][(num_envs - 1, j)]["mig"] for j in range(num_envs)] for r in results])
-            right.bar(np.arange(1, num_envs + 1) + (i - 1) * width, final.mean(0), width, yerr=final.std(0), label=name, capsize=2)
-        left.set(xlabel="after environment", ylabel="MIG on environment 1", title="retention of environment 1")
-        right.set(xlabel="environment", ylabel="MIG at the end", title="final MIG per environment")
-        left.set_xticks(range(1, num_envs + 1))
-        right.set_xticks(range(1, num_envs + 1))
+            last = np.array([[r["scores"][(num_envs - 1, j)]["mig"] for j in range(num_envs)] for r in results])
+            right.bar(np.arange(1, num_envs + 1) + (i - 1) * width, last.mean(0), width, yerr=last.std(0), label=name, capsize=2)
+        left.set(xlabel="after environment", ylabel="MIG on environment 1 (held out)", title="retention of environment 1")
+        right.set(xlabel="environment", ylabel="MIG at the end (held out)", title="final MIG per environment")
         left.legend(fontsize=8)
         return save_figure(fig, path)
+
+
+@torch.no_grad()
+def reconstruction_bce(model: Any, x: torch.Tensor, batch_size: int = 256) -> float:
+    """Mean per-image BCE of ``x`` against ``decode(encode(x))`` (the model's mean code)."""
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        chunk = x[i : i + batch_size]
+        pixels = model.decode(model.encode(chunk)).clamp(1e-6, 1 - 1e-6).cpu()
+        total += float(F.binary_cross_entropy(pixels, chunk, reduction="sum"))
+    return total / len(x)
+
+
+def final(result: dict[str, Any], key: str) -> float:
+    """``key`` after the last environment, averaged over all environments."""
+    last = max(k for k, _ in result["scores"])
+    return float(np.mean([result["scores"][(last, j)][key] for j in range(last + 1)]))
+
+
+def forgetting(result: dict[str, Any], key: str) -> float:
+    """Mean over the earlier environments of ``key`` after their own environment minus after the last."""
+    last = max(k for k, _ in result["scores"])
+    return float(np.mean([result["scores"][(j, j)][key] - result["scores"][(last, j)][key] for j in range(last)] or [0.0]))
+
+
+def new_dims_per_environment(result: dict[str, Any]) -> list[int]:
+    """Dims the code uses on environment k (after it) that it used on no earlier environment (after each)."""
+    last = max(k for k, _ in result["scores"])
+    seen = np.zeros_like(result["scores"][(0, 0)]["used"])
+    counts = []
+    for k in range(last + 1):
+        used = result["scores"][(k, k)]["used"]
+        counts.append(int((used & ~seen).sum()))
+        seen = seen | used
+    return counts
+
+
+def shared_factor_reuse(result: dict[str, Any]) -> bool:
+    """Whether a factor that two environments vary sits on the same dim in both after the last one (False if none)."""
+    last = max(k for k, _ in result["scores"])
+    dims = [result["scores"][(last, j)]["factor_dims"] for j in range(last + 1)]
+    shared = [(f, i, j) for i in range(len(dims)) for j in range(i + 1, len(dims)) for f in dims[i] if f in dims[j]]
+    return bool(shared) and all(dims[i][f] == dims[j][f] for f, i, j in shared)

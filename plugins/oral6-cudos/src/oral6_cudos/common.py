@@ -22,12 +22,12 @@ from .networks import ConvDecoder, ConvEncoder
 
 class StreamVAEConfig(ComponentConfig):
     latent_dim: int = Field(15, ge=1, description="Latent dimensions (15 in the reference).")
-    channels: tuple[int, ...] = Field((32, 32, 64, 64), description="Conv widths of the encoder (the reference: 32, 64, 128, 256).")
-    hidden: int = Field(256, ge=8, description="Width of the two fully connected layers (the reference: 1024).")
+    channels: tuple[int, ...] = Field((16, 32, 32, 64), description="Conv widths of the encoder (the reference: 32, 64, 128, 256).")
+    hidden: int = Field(128, ge=8, description="Width of the two fully connected layers (the reference: 1024).")
     lr: float = Field(5e-4, gt=0, description="Adam learning rate of the VAE.")
     batch_size: int = Field(64, ge=2, description="Minibatch size.")
-    epochs_first: int = Field(10, ge=1, description="Epochs on the first environment (the reference: 100).")
-    epochs_next: int = Field(5, ge=1, description="Epochs on each later environment (the reference: 15, 10).")
+    epochs_first: int = Field(4, ge=1, description="Epochs on the first environment (the reference: 100).")
+    epochs_next: int = Field(2, ge=1, description="Epochs on each later environment (the reference: 15, 10).")
     seed: int = Field(0, description="Seed of initialisation, data order and sampling.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks cuda when present.")
 

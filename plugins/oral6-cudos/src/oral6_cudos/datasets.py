@@ -29,23 +29,35 @@ DSPRITES_STREAM = (
     ("vertical", ["shape", "scale", "pos_x", "pos_y"]),
     ("rotating", ["shape", "scale", "pos_x", "pos_y", "orientation"]),
 )
-# Values of the factors held fixed in an environment (index into each factor's grid).
+# A stream in which environments vary different factors, so that what a model forgets of an earlier
+# environment shows on that environment's own data: position, then shape and scale, then rotation
+# and scale (scale is shared by the last two, so reuse of its dim can be seen). Factors an
+# environment does not vary are held at the values given here (index into each factor's grid).
+DSPRITES_SPLIT = (
+    ("position", ["pos_x", "pos_y"], {"shape": 0, "scale": 3}),
+    ("form", ["shape", "scale"], {}),
+    ("rotation", ["orientation", "scale"], {"shape": 2}),
+)
+# Values of the factors held fixed in an environment unless its spec says otherwise.
 FIXED_VALUES = {"pos_y": 15, "pos_x": 15, "orientation": 0}
 
 
-def sample_factors(sizes: dict[str, int], varying: list[str], n: int, seed: int) -> np.ndarray:
+def sample_factors(sizes: dict[str, int], varying: list[str], n: int, seed: int,
+                   fixed: dict[str, int] | None = None) -> np.ndarray:
     """``n`` factor tuples: uniform over the grid of the ``varying`` factors, the others at their fixed value."""
     rng = np.random.default_rng(seed)
-    columns = [rng.integers(size, size=n) if name in varying else np.full(n, FIXED_VALUES.get(name, 0))
+    held = {**FIXED_VALUES, **(fixed or {})}
+    columns = [rng.integers(size, size=n) if name in varying else np.full(n, held.get(name, 0))
                for name, size in sizes.items()]
     return np.stack(columns, axis=1)
 
 
 @lru_cache(maxsize=16)
-def rendered_environment(kind: str, varying: tuple[str, ...], n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rendered_environment(kind: str, varying: tuple[str, ...], n: int, size: int, seed: int,
+                         fixed: tuple[tuple[str, int], ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [n, C, size, size] and factor values [n, F] of one environment (cached per process)."""
     sizes, render = RENDERERS[kind]
-    factors = sample_factors(sizes, list(varying), n, seed)
+    factors = sample_factors(sizes, list(varying), n, seed, dict(fixed))
     return torch.from_numpy(render(factors, size)), torch.from_numpy(factors).long()
 
 
@@ -59,7 +71,7 @@ class FactorGridDataset(DatasetSource):
     """Base of the rendered factor-grid datasets: one or several environments of (image, factors) pairs."""
 
     kind: ClassVar[str] = ""
-    environments_spec: ClassVar[tuple[tuple[str, list[str]], ...]] = ()
+    environments_spec: ClassVar[tuple[tuple, ...]] = ()  # (name, varying factors[, fixed values])
     Config = FactorDataConfig
 
     def environments(self, seed: int = 0) -> list[Environment]:
@@ -73,8 +85,10 @@ class FactorGridDataset(DatasetSource):
         sizes = RENDERERS[self.kind][0]
         draw_seed = seed if c.data_seed is None else c.data_seed
         envs = []
-        for index, (name, varying) in enumerate(self.environments_spec):
-            x, y = rendered_environment(self.kind, tuple(varying), c.samples_per_environment, c.image_size, draw_seed * 1009 + index)
+        for index, (name, varying, *fixed) in enumerate(self.environments_spec):
+            held = tuple(sorted(fixed[0].items())) if fixed else ()
+            x, y = rendered_environment(self.kind, tuple(varying), c.samples_per_environment, c.image_size,
+                                        draw_seed * 1009 + index, held)
             data = ArrayDataset(x, y, env=torch.full((len(x),), index, dtype=torch.long))
             envs.append(Environment(name, data, list(sizes), list(varying)))
         return envs
@@ -122,3 +136,11 @@ class DSpritesStream(FactorGridDataset):
     name = "dsprites-stream"
     kind = "dsprites"
     environments_spec = DSPRITES_STREAM
+
+
+class DSpritesSplit(FactorGridDataset):
+    """dSprites-like stream whose environments vary different factors: position, then shape/scale, then rotation/scale."""
+
+    name = "dsprites-split"
+    kind = "dsprites"
+    environments_spec = DSPRITES_SPLIT

@@ -1,4 +1,4 @@
-"""Hook implementations of the CUDOS plugin: three generative models, four datasets and one benchmark."""
+"""Hook implementations of the CUDOS plugin: three generative models, five datasets and one benchmark."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from oral6_core.hookspecs import hookimpl
 from .baselines import BetaVAE, BetaVAEReplay
 from .benchmark import CUDOSStreamBenchmark
 from .cudos import CUDOS
-from .datasets import DSprites, DSpritesStream, Shapes3D, Shapes3DStream
+from .datasets import DSprites, DSpritesSplit, DSpritesStream, Shapes3D, Shapes3DStream
 
 
 @hookimpl
@@ -17,7 +17,7 @@ def oral6_generative_models():
 
 @hookimpl
 def oral6_datasets():
-    return [Shapes3D, Shapes3DStream, DSprites, DSpritesStream]
+    return [Shapes3D, Shapes3DStream, DSprites, DSpritesStream, DSpritesSplit]
 
 
 @hookimpl
