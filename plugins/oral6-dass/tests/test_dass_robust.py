@@ -78,3 +78,21 @@ def test_teachers_unlike_the_meta_training_ones_are_reported():
     other = _encode(_teacher(2))
     other.teacher_map = -other.teacher_map
     assert any("normalised encoding" in w for w in stats.warnings(other))
+
+
+def test_search_scores_warn_about_an_unusual_teacher(capsys):
+    from oral6_core import registry
+    from oral6_core.components import SearchTask
+    from oral6_dass.candidates import task_candidates
+    from oral6_dass.tasks import load_task
+
+    predictor = registry.create("predictor", "dass", {"hidden_channels": 8, "out_channels": 8, "arch_features": 8, "hidden": 16})
+    torch.manual_seed(0)
+    predictor.learner = predictor._new_learner(SPACE)
+    predictor.teacher_stats = TeacherStats.of([_encode(_teacher(s), 0.7 + 0.05 * s) for s in range(4)])
+    bundle = load_task("digits-1478")
+    big = _scaled(_teacher(1), 8.0)
+    task = SearchTask(bundle, big, 0.75)
+    scores = predictor.predict(task_candidates(task, SPACE.sample_many(6, 1)), task)
+    assert scores.shape == (6,) and any("RMS" in w for w in predictor.warnings)
+    assert "Warning (dass): the teacher's last-stage features have RMS" in " ".join(capsys.readouterr().err.split())

@@ -41,7 +41,7 @@ class StudentSearchConfig(ComponentConfig):
     num_candidates: int = Field(1000, ge=1, description="Students sampled from the teacher's space by candidates().")
     candidate_seed: int = Field(0, description="Seed of the candidate sample.")
     distil_epochs: int = Field(2, ge=1, description="Epochs of distillation in distil() (the shipped meta-dataset's labels use 2).")
-    distil_lr: float = Field(3e-3, gt=0, description="Adam learning rate of distil() (cosine-decayed).")
+    distil_lr: float = Field(1e-3, gt=0, description="Adam learning rate of distil() (cosine-decayed).")
     distil_batch: int = Field(128, ge=1, description="Minibatch size of distil().")
     alpha: float = Field(0.5, ge=0, le=1, description="KD loss weight of the cross-entropy term (α).")
     temperature: float = Field(6.0, gt=0, description="KD temperature (T).")

@@ -43,7 +43,7 @@ def build_meta(
     """Train a teacher per task and distil its students twice (KD, α=0.5, T=6); report each task's noise ceiling.
 
     Interrupted builds resume; more tasks, students or repeats with otherwise equal settings extend a build."""
-    from .metadata import build_meta_dataset, load_meta_dataset, parse_settings
+    from .metadata import build_meta_dataset, parse_settings
 
     values = parse_set_options(sets or [], ("meta",)).get("meta", {})
     if students is not None:
@@ -53,7 +53,6 @@ def build_meta(
     print_report(export)
     console.print(f"Meta-dataset ready in {out}: {len(settings.splits())} tasks × {settings.students_per_task} students × "
                   f"{settings.repeats} distillations (unseen: {', '.join(settings.test_tasks) or 'none'}); export {export}.")
-    load_meta_dataset(export)
 
 
 def print_report(export: Path) -> None:

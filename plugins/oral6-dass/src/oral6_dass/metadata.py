@@ -67,8 +67,8 @@ class MetaDatasetSettings(BaseModel):
     teacher_depths: list[int] = Field([2, 2, 2, 2], min_length=1, description="Teacher blocks per stage (students keep 1..d).")
     teacher_epochs: int = Field(8, ge=1, description="Teacher training epochs (Adam).")
     teacher_lr: float = Field(3e-3, gt=0, description="Teacher learning rate.")
-    distil: DistilSettings = Field(default_factory=lambda: DistilSettings(epochs=2, batch_size=128, val_epochs=2),
-                                   description="How each student is distilled (2 epochs from its remapped weights, cosine learning rate, batch 128).")
+    distil: DistilSettings = Field(default_factory=lambda: DistilSettings(epochs=2, lr=1e-3, batch_size=128, val_epochs=2),
+                                   description="How each student is distilled (2 epochs from its remapped weights, lr 1e-3 cosine-decayed, batch 128).")
     init: Literal["remap", "random"] = Field("remap", description="Student initialisation: the teacher's remapped weights, or random.")
     noise_seed: int = Field(0, description="Seed of the fixed noise input of the exported functional encodings.")
     seed: int = Field(0, description="Seed of the student sample and of training.")
