@@ -57,10 +57,10 @@ class MetaDatasetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     train_tasks: list[str] = Field(
-        ["shapes-4", "shapes-6-noisy", "textures-4", "dots-4", "dots-4-noisy", "stripes-noisy"],
+        ["shapes-4", "shapes-6-noisy", "dots-4", "dots-4-noisy", "dots-6", "stripes-noisy"],
         description="Tasks the predictor is meta-trained on.")
     val_tasks: list[str] = Field(["shapes-4-noisy"], description="Held-out tasks that select the meta-training checkpoint.")
-    test_tasks: list[str] = Field(["shapes-6", "stripes", "dots-6"], description="Unseen tasks, held out whole.")
+    test_tasks: list[str] = Field(["shapes-6", "stripes", "textures-4"], description="Unseen tasks, held out whole.")
     students_per_task: int = Field(16, ge=2, description="Distilled students per task (the same students in every task).")
     repeats: int = Field(2, ge=1, description="Independent distillations per student (the label is their mean; 2+ gives the noise ceiling).")
     teacher_widths: list[int] = Field([16, 32, 64, 64], min_length=1, description="Teacher channels per stage.")
