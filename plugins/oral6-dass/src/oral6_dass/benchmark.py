@@ -153,9 +153,9 @@ class DaSSUnseen(Benchmark):
     def _correlations(self, scores: dict[str, dict[str, list[torch.Tensor]]], unseen: list[TaskRecord], seeds: list[int]) -> list[dict[str, Any]]:
         ceiling: dict[str, Any] = {"predictor": "noise ceiling"}
         for r in unseen:
-            ceiling[r.name] = r.ceiling
+            ceiling[r.name] = "-" if r.ceiling is None else r.ceiling
         known = [v for v in ceiling.values() if isinstance(v, float)]
-        ceiling.update({"mean spearman": statistics.mean(known) if known else None, "sd over seeds": None, "mean pearson": None})
+        ceiling.update({"mean spearman": statistics.mean(known) if known else None, "sd over seeds": "-", "mean pearson": "-"})
         rows = [ceiling]
         for name, per_task in scores.items():
             row: dict[str, Any] = {"predictor": name}
