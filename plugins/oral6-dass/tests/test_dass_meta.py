@@ -63,7 +63,7 @@ def test_teacher_guided_adaptation_moves_the_prediction_toward_the_teacher_accur
 def test_meta_predictors_need_a_checkpoint(tmp_path):
     for name in ("dass", "dass-no-func"):
         predictor = registry.create("predictor", name)
-        with pytest.raises(ConfigError, match="oral6 dass build-meta"):
+        with pytest.raises(ConfigError, match="oral6 dass meta-train"):
             predictor.save(tmp_path / "p.pt")
     save_torch({"predictor": "dass-no-func"}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a dass predictor checkpoint"):
@@ -80,3 +80,23 @@ def test_rank_correlations_match_scipy_with_ties():
         assert rho == pytest.approx(stats.spearmanr(x.numpy(), y.numpy())[0], abs=1e-9)
         assert r == pytest.approx(stats.pearsonr(x.numpy(), y.numpy())[0], abs=1e-9)
     assert rank_correlations(torch.ones(5), torch.arange(5.0)) == (0.0, 0.0)
+
+
+def test_no_improvement_over_the_untrained_network_is_a_warning():
+    torch.manual_seed(0)
+    learner = MetaLearner(DaSSNet(8, SPACE.encoding_size, 8, 8, 8, 16), step_size=1e-2)
+    tasks = [_synthetic_task(f"t{i}", i) for i in range(3)]
+    frozen = meta_train(learner, tasks, tasks[:1], MetaSettings(episodes=4, meta_lr=1e-12, meta_batch=2, validate_every=2))
+    assert not frozen.improved and frozen.verdict().startswith("Warning: no meta-training checkpoint beat the untrained network")
+    trained = meta_train(learner, tasks, tasks[:1], MetaSettings(episodes=30, meta_lr=5e-3, meta_batch=2, validate_every=5))
+    assert trained.improved and "untrained" in trained.verdict() and not trained.verdict().startswith("Warning")
+
+
+def test_ablations_drop_their_encoders():
+    net = DaSSNet(8, SPACE.encoding_size, 8, 8, 8, 16, parts=("student", "arch"))
+    assert not hasattr(net, "teacher_encoder") and hasattr(net, "student_encoder")
+    task = _synthetic_task("t", 0)
+    out = net(task.student_maps, task.student_archs, task.teacher_map)
+    assert out.shape == (task.student_archs.shape[0],)
+    still = MetaLearner(net, step_size=0.5, adapt=False)
+    assert torch.equal(still.adapted_predict(task), still.predict(task))

@@ -1,4 +1,10 @@
-"""Benchmark ``dass-unseen``: rank correlation on held-out tasks, the chosen student, and the search cost."""
+"""Benchmark ``dass-unseen``: rank correlation on held-out tasks beside their noise ceilings, the pick
+under a budget, encoder ablations, and the search cost.
+
+Nothing is tuned on the unseen (test) tasks: the meta-learned predictors are meta-trained on the
+training tasks and select their checkpoint on the validation tasks, and the "best proxy" whose
+pick is compared is the proxy with the best mean Spearman on the training and validation tasks.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +21,38 @@ from oral6_core.bench import markdown_table, new_figure, save_figure
 from oral6_core.components import Benchmark, BenchResult, SearchTask
 from oral6_core.config import ComponentConfig
 
-from .candidates import task_candidates
-from .distill import DistilSettings
+from .candidates import StudentCandidate
 from .meta import rank_correlations
-from .metadata import MetaDatasetSettings, TaskRecord, build_meta_dataset, load_meta_dataset
+from .metadata import TaskRecord, load_meta_dataset
+from .network import DaSSResNet
+from .predictor import DaSSPredictor
 from .tasks import load_task
 
 BASELINES = ("params", "flops", "synflow", "snip", "grad-norm", "naswot")
-META_PREDICTORS = ("dass", "dass-no-func")
+META_PREDICTORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dass": ("dass", {}),
+    "dass-no-func": ("dass-no-func", {}),
+}
+ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dass w/o teacher enc": ("dass", {"encoders": ["student", "arch"]}),
+    "dass w/o arch enc": ("dass", {"encoders": ["student", "teacher"]}),
+    "dass w/o adaptation": ("dass", {"adapt": False}),
+}
 
 
 class DaSSUnseenConfig(ComponentConfig):
-    students_per_task: int = Field(20, ge=4, description="Distilled students per task in the meta-dataset.")
-    teacher_epochs: int = Field(8, ge=1, description="Teacher training epochs per task.")
-    distil_epochs: int = Field(3, ge=1, description="Distillation epochs per student.")
-    episodes: int = Field(300, ge=1, description="Meta-training episodes of dass and dass-no-func.")
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="Meta-training seeds of the meta-learned predictors.")
+    meta: str | None = Field(None, description="Meta-dataset export or build folder (default: the one shipped with the plugin).")
+    episodes: int | None = Field(None, ge=1, description="Meta-training episodes (default: the predictor's).")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="Seeds of meta-training and of the proxies' initialisations.")
+    ablations: bool = Field(True, description="Also meta-train DaSS without each encoder part and without adaptation.")
     timing_candidates: int = Field(1000, ge=1, description="Candidates scored in the timing comparison.")
-    meta_dir: str | None = Field(None, description="Meta-dataset folder (default: OUT/meta); reused and resumed when present.")
     threads: int = Field(1, ge=1, description="torch CPU threads.")
+
+
+def _space_task(record: TaskRecord, space: Any) -> SearchTask:
+    """The task's data with an untrained teacher of the space: what the training-free proxies read (they ignore the teacher)."""
+    bundle = load_task(record.name)
+    return SearchTask(bundle, DaSSResNet(space, space.teacher, bundle.num_classes).eval(), record.teacher_accuracy)
 
 
 class DaSSUnseen(Benchmark):
@@ -42,16 +61,6 @@ class DaSSUnseen(Benchmark):
     name = "dass-unseen"
     Config = DaSSUnseenConfig
     readme = Path(__file__).parents[2] / "README.md"
-
-    def settings(self, quick: bool) -> MetaDatasetSettings:
-        """The meta-dataset this run uses (a three-task toy in quick mode)."""
-        c = self.config
-        if quick:
-            return MetaDatasetSettings(train_tasks=["digits-0to4"], val_tasks=["shapes-4"], test_tasks=["textures-4"],
-                                       students_per_task=4, teacher_widths=[8, 8], teacher_depths=[2, 1], teacher_epochs=1,
-                                       distil=DistilSettings(epochs=1))
-        return MetaDatasetSettings(students_per_task=c.students_per_task, teacher_epochs=c.teacher_epochs,
-                                   distil=DistilSettings(epochs=c.distil_epochs))
 
     def run(self, out_dir: Path, quick: bool = False) -> BenchResult:
         threads = torch.get_num_threads()
@@ -63,95 +72,127 @@ class DaSSUnseen(Benchmark):
 
     def _run(self, out_dir: Path, quick: bool) -> BenchResult:
         c = self.config
-        settings = self.settings(quick)
-        meta_dir = Path(c.meta_dir) if c.meta_dir else out_dir / ("meta-quick" if quick else "meta")
+        settings, records = load_meta_dataset(Path(c.meta) if c.meta else None)
+        space = settings.space()
+        if quick:  # seconds: few episodes, one seed, a few students per task
+            records = [TaskRecord(r.name, r.split, r.num_classes, r.teacher_accuracy, r.teacher_features, r.students[:8]) for r in records]
+        seeds = c.seeds[:1] if quick else c.seeds
+        episodes = 5 if quick else c.episodes
+        variants = {**META_PREDICTORS, **(ABLATIONS if c.ablations and not quick else {})}
         started = time.perf_counter()
-        build_meta_dataset(meta_dir, settings, device="cpu", progress=not quick)
-        build_seconds = time.perf_counter() - started
-        _, records = load_meta_dataset(meta_dir)
-        episodes, seeds = (5, c.seeds[:1]) if quick else (c.episodes, c.seeds)
-        trained = {name: [self._meta_train(name, (settings, records), episodes, s) for s in seeds] for name in META_PREDICTORS}
+        trained = {name: [self._meta_train(base, opts, (settings, records), episodes, s) for s in seeds]
+                   for name, (base, opts) in variants.items()}
+        meta_seconds = (time.perf_counter() - started) / max(1, len(seeds) * len(variants))
         unseen = [r for r in records if r.split == "test"]
-        tasks = {r.name: SearchTask(load_task(r.name), r.teacher, r.teacher_accuracy) for r in unseen}
+        seen = [r for r in records if r.split != "test"]
 
-        scores: dict[str, dict[str, list[torch.Tensor]]] = {}
+        scores: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in [*variants, *BASELINES]}
         for r in unseen:
-            cands = task_candidates(tasks[r.name], [s.arch for s in r.students])
-            for name in META_PREDICTORS:
-                scores.setdefault(name, {})[r.name] = [p.predict(cands, tasks[r.name]).cpu() for p in trained[name]]
+            for name, models in trained.items():
+                encoded = models[0].encode(r, space)
+                scores[name][r.name] = [m.learner.adapted_predict(encoded) for m in models]
+        proxy_seen: dict[str, list[float]] = {name: [] for name in BASELINES}
+        for r in [*unseen, *([] if quick else seen)]:
+            task = _space_task(r, space)
+            cands = [StudentCandidate(space, s.arch, r.num_classes, tuple(task.bundle.input_shape[1:3])) for s in r.students]
             for name in BASELINES:
-                scores.setdefault(name, {})[r.name] = [registry.create("predictor", name).predict(cands, tasks[r.name]).cpu()]
+                used = seeds if r.split == "test" else seeds[:1]  # seen tasks only choose the best proxy
+                runs = [registry.create("predictor", name, {"seed": s}).predict(cands, task).cpu() for s in used]
+                if r.split == "test":
+                    scores[name][r.name] = runs
+                else:
+                    proxy_seen[name].append(statistics.mean(rank_correlations(x, r.labels)[0] for x in runs))
 
-        corr_rows = self._correlations(scores, unseen)
-        pick_rows = self._picks(scores["dass"], unseen)
-        timing = self._timing(trained["dass"][0], tasks[unseen[0].name], 20 if quick else c.timing_candidates, settings)
-        files = [self._plot_bars(corr_rows, out_dir), self._plot_scatter(scores["dass"], unseen, out_dir)]
+        corr_rows = self._correlations(scores, unseen, seeds)
+        best_proxy = max(BASELINES, key=lambda n: statistics.mean(proxy_seen[n]) if proxy_seen[n] else 0.0)
+        pick_rows = self._picks(scores, unseen, best_proxy)
+        timing = self._timing(trained["dass"][0], unseen[0], space, 20 if quick else c.timing_candidates)
+        files = [self._plot_bars(corr_rows, unseen, out_dir), self._plot_scatter(scores["dass"], unseen, out_dir)]
 
-        best_other = max(r["mean spearman"] for r in corr_rows if r["predictor"] != "dass")
-        dass_row = next(r for r in corr_rows if r["predictor"] == "dass")
-        mean_pick = {k: statistics.mean(r[k] for r in pick_rows) for k in ("dass pick", "random pick", "largest")}
+        by_name = {r["predictor"]: r for r in corr_rows}
+        proxies_best = max(by_name[n]["mean spearman"] for n in BASELINES)
+        mean_pick = {k: statistics.mean(r[k] for r in pick_rows) for k in ("dass pick", "random pick", "largest", "best-proxy pick")}
+        improved = {name: sum(m.history.improved for m in models) for name, models in trained.items()}
         claims = {
-            "DaSS ranks students on unseen tasks better (mean Spearman) than every baseline": dass_row["mean spearman"] > best_other,
+            "DaSS ranks students on unseen tasks better (mean Spearman) than every size proxy and zero-cost proxy":
+                by_name["dass"]["mean spearman"] > proxies_best,
+            "DaSS ranks students on unseen tasks better than its ablation without functional encodings (dass-no-func)":
+                by_name["dass"]["mean spearman"] > by_name["dass-no-func"]["mean spearman"],
             "DaSS's pick distils to a higher test accuracy than a random pick under the budget": mean_pick["dass pick"] > mean_pick["random pick"],
             "DaSS's pick distils to a higher test accuracy than the largest student under the budget": mean_pick["dass pick"] > mean_pick["largest"],
+            "DaSS's pick distils to a higher test accuracy than the best proxy's pick": mean_pick["dass pick"] > mean_pick["best-proxy pick"],
         }
+        ceilings = ", ".join(f"{r.name} {r.ceiling:.2f}" for r in unseen if r.ceiling is not None)
         size = (f"Meta-dataset: {len(records)} tasks ({len(settings.train_tasks)} train, {len(settings.val_tasks)} validation, "
-                f"{len(unseen)} unseen: {', '.join(tasks)}), {settings.students_per_task} distilled students each "
-                f"({len(records) * settings.students_per_task} students); {build_seconds:.0f}s spent building it in this run "
-                f"(a finished meta-dataset is reused).")
+                f"{len(unseen)} unseen: {', '.join(r.name for r in unseen)}), {len(records[0].students)} students each, "
+                f"distilled {settings.repeats}× ({settings.distil.epochs} epochs, {settings.distil.schedule} learning rate); labels are the "
+                f"mean of the repeats; noise ceiling (Spearman between two distillations): {ceilings or 'n/a'}.")
+        meta_line = (f"Meta-training: {episodes or 'default'} episodes, {meta_seconds:.1f}s per run; runs whose kept checkpoint beat the "
+                     f"untrained network on the validation tasks: " + ", ".join(f"{n} {k}/{len(seeds)}" for n, k in improved.items()) + ".")
         timing_line = (f"Search cost: scoring {timing['candidates']} candidates with DaSS took {timing['score_seconds']:.2f}s; "
                        f"distilling one student took {timing['distil_seconds']:.2f}s "
                        f"(scoring {timing['candidates']} = {timing['ratio']:.2f}× one distillation).")
-        columns = ["predictor", *tasks, "mean spearman", "mean pearson"]
-        markdown = (f"Spearman (ρ) of predicted vs distilled accuracy on unseen tasks; meta-learned predictors averaged over "
-                    f"seeds {seeds}.\n\n" + markdown_table(corr_rows, columns)
-                    + "\nTest accuracy of the distilled student chosen under a budget of the median student size "
-                    "(random: expectation over the students under the budget).\n\n" + markdown_table(pick_rows)
-                    + f"\n{timing_line}\n\n{size}\n")
+        columns = ["predictor", *[r.name for r in unseen], "mean spearman", "sd over seeds", "mean pearson"]
+        markdown = (f"Spearman (ρ) of predicted vs distilled accuracy on the unseen tasks, mean over seeds {seeds} (meta-training "
+                    f"seeds; initialisation seeds of the zero-cost proxies); the first row is the noise ceiling.\n\n"
+                    + markdown_table(corr_rows, columns)
+                    + f"\nTest accuracy (mean of the repeats) of the student each method picks under a budget of the median student "
+                    f"size; random is the expectation over the students under the budget; the best proxy ({best_proxy}) is the one "
+                    f"with the best mean Spearman on the training and validation tasks.\n\n" + markdown_table(pick_rows)
+                    + f"\n{meta_line}\n\n{timing_line}\n\n{size}\n")
         rows: list[dict[str, Any]] = ([{"table": "correlation", **r} for r in corr_rows] + [{"table": "pick", **r} for r in pick_rows]
                                       + [{"table": "timing", **timing}])
         return BenchResult(rows, markdown, files, claims)
 
-    def _meta_train(self, name: str, meta: Any, episodes: int, seed: int) -> Any:
-        predictor = registry.create("predictor", name, {"episodes": episodes, "seed": seed})
+    def _meta_train(self, base: str, options: dict[str, Any], meta: Any, episodes: int | None, seed: int) -> DaSSPredictor:
+        predictor = registry.create("predictor", base, {**options, "seed": seed, **({"episodes": episodes} if episodes else {})})
+        assert isinstance(predictor, DaSSPredictor)
         predictor.fit(meta)
         return predictor
 
-    def _correlations(self, scores: dict[str, dict[str, list[torch.Tensor]]], unseen: list[TaskRecord]) -> list[dict[str, Any]]:
-        rows = []
+    def _correlations(self, scores: dict[str, dict[str, list[torch.Tensor]]], unseen: list[TaskRecord], seeds: list[int]) -> list[dict[str, Any]]:
+        ceiling: dict[str, Any] = {"predictor": "noise ceiling"}
+        for r in unseen:
+            ceiling[r.name] = "-" if r.ceiling is None else r.ceiling
+        known = [v for v in ceiling.values() if isinstance(v, float)]
+        ceiling.update({"mean spearman": statistics.mean(known) if known else None, "sd over seeds": "-", "mean pearson": "-"})
+        rows = [ceiling]
         for name, per_task in scores.items():
             row: dict[str, Any] = {"predictor": name}
-            rhos, rs = [], []
-            for r in unseen:
-                actual = torch.tensor([s.val_accuracy for s in r.students])
-                pairs = [rank_correlations(s, actual) for s in per_task[r.name]]
-                rho, pr = statistics.mean(p[0] for p in pairs), statistics.mean(p[1] for p in pairs)
-                row[r.name] = rho
-                rhos.append(rho)
-                rs.append(pr)
-            row["mean spearman"], row["mean pearson"] = statistics.mean(rhos), statistics.mean(rs)
+            per_seed = [[rank_correlations(per_task[r.name][i], r.labels)[0] for r in unseen] for i in range(len(per_task[unseen[0].name]))]
+            for j, r in enumerate(unseen):
+                row[r.name] = statistics.mean(s[j] for s in per_seed)
+            means = [statistics.mean(s) for s in per_seed]
+            row["mean spearman"] = statistics.mean(means)
+            row["sd over seeds"] = statistics.stdev(means) if len(means) > 1 else 0.0
+            row["mean pearson"] = statistics.mean(rank_correlations(x, r.labels)[1] for r in unseen for x in per_task[r.name])
             rows.append(row)
         return rows
 
-    def _picks(self, dass_scores: dict[str, list[torch.Tensor]], unseen: list[TaskRecord]) -> list[dict[str, Any]]:
+    def _picks(self, scores: dict[str, dict[str, list[torch.Tensor]]], unseen: list[TaskRecord], best_proxy: str) -> list[dict[str, Any]]:
         rows = []
         for r in unseen:
             budget = statistics.median(s.num_params for s in r.students)
             allowed = [i for i, s in enumerate(r.students) if s.num_params <= budget]
-            picks = [max(allowed, key=lambda i: float(sc[i])) for sc in dass_scores[r.name]]
+
+            def pick(name: str) -> float:
+                return statistics.mean(r.students[max(allowed, key=lambda i: float(sc[i]))].test_accuracy for sc in scores[name][r.name])
+
             largest = max(allowed, key=lambda i: r.students[i].num_params)
-            rows.append({"task": r.name, "budget params": int(budget), "teacher": r.teacher_accuracy,
-                         "dass pick": statistics.mean(r.students[i].test_accuracy for i in picks),
-                         "random pick": statistics.mean(r.students[i].test_accuracy for i in allowed),
-                         "largest": r.students[largest].test_accuracy,
-                         "best possible": max(r.students[i].test_accuracy for i in allowed)})
+            rows.append({"task": r.name, "budget params": int(budget), "dass pick": pick("dass"), "dass-no-func pick": pick("dass-no-func"),
+                         "best-proxy pick": pick(best_proxy), "random pick": statistics.mean(r.students[i].test_accuracy for i in allowed),
+                         "largest": r.students[largest].test_accuracy, "best possible": max(r.students[i].test_accuracy for i in allowed)})
         return rows
 
-    def _timing(self, predictor: Any, task: SearchTask, n: int, settings: MetaDatasetSettings) -> dict[str, Any]:
-        predictor.config = predictor.config.model_copy(update={"num_candidates": n, "distil_epochs": settings.distil.epochs})
+    def _timing(self, predictor: DaSSPredictor, record: TaskRecord, space: Any, n: int) -> dict[str, Any]:
+        """Scoring ``n`` candidates (remapping and encoding included) vs distilling one, with a fresh teacher of the space."""
+        task = _space_task(record, space)
+        predictor.config = predictor.config.model_copy(update={"num_candidates": n})
         started = time.perf_counter()
         candidates = predictor.candidates(task)
+        stats, predictor.teacher_stats = predictor.teacher_stats, None  # this teacher is untrained: no warnings
         predictor.predict(candidates, task)
+        predictor.teacher_stats = stats
         score_seconds = time.perf_counter() - started
         middle = sorted(candidates, key=lambda cand: cand.num_params)[len(candidates) // 2]
         started = time.perf_counter()
@@ -160,18 +201,24 @@ class DaSSUnseen(Benchmark):
         return {"candidates": len(candidates), "score_seconds": score_seconds, "distil_seconds": distil_seconds,
                 "ratio": score_seconds / distil_seconds}
 
-    def _plot_bars(self, rows: list[dict[str, Any]], out_dir: Path) -> Path:
-        fig, ax = new_figure(figsize=(6, 3.2))
-        ax.bar([r["predictor"] for r in rows], [r["mean spearman"] for r in rows], color=["C3" if r["predictor"] == "dass" else "C0" for r in rows])
+    def _plot_bars(self, rows: list[dict[str, Any]], unseen: list[TaskRecord], out_dir: Path) -> Path:
+        fig, ax = new_figure(figsize=(7, 3.4))
+        shown = [r for r in rows if r["predictor"] != "noise ceiling"]
+        ax.bar([r["predictor"] for r in shown], [r["mean spearman"] for r in shown], yerr=[r["sd over seeds"] for r in shown],
+               color=["C3" if r["predictor"].startswith("dass") else "C0" for r in shown])
+        ceiling = rows[0]["mean spearman"]
+        if ceiling is not None:
+            ax.axhline(ceiling, color="k", ls="--", lw=1, label="noise ceiling")
+            ax.legend()
         ax.set_ylabel("mean Spearman on unseen tasks")
         ax.axhline(0, color="k", lw=0.5)
-        ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="x", rotation=60)
         return save_figure(fig, out_dir / "spearman.png")
 
     def _plot_scatter(self, scores: dict[str, list[torch.Tensor]], unseen: list[TaskRecord], out_dir: Path) -> Path:
         fig, axes = new_figure(1, len(unseen), figsize=(3.2 * len(unseen), 3), squeeze=False)
         for ax, r in zip(axes[0], unseen):
-            ax.scatter(scores[r.name][0].numpy(), [s.val_accuracy for s in r.students], s=12)
+            ax.scatter(scores[r.name][0].numpy(), r.labels.numpy(), s=12)
             ax.set_title(r.name)
             ax.set_xlabel("DaSS prediction")
             ax.set_ylabel("distilled accuracy")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from pydantic import Field
@@ -17,7 +17,7 @@ from oral6_core.io import write_json
 
 from .distill import DistilSettings, distil
 from .network import DaSSResNet
-from .remap import teacher_space
+from .remap import remap_teacher, teacher_space
 from .space import Architecture, SearchSpace
 
 
@@ -44,11 +44,13 @@ class StudentCandidate(Candidate):
 class StudentSearchConfig(ComponentConfig):
     num_candidates: int = Field(1000, ge=1, description="Students sampled from the teacher's space by candidates().")
     candidate_seed: int = Field(0, description="Seed of the candidate sample.")
-    distil_epochs: int = Field(4, ge=1, description="Epochs of distillation in distil().")
-    distil_lr: float = Field(3e-3, gt=0, description="Adam learning rate of distil().")
+    distil_epochs: int = Field(2, ge=1, description="Epochs of distillation in distil() (the shipped meta-dataset's labels use 2).")
+    distil_lr: float = Field(1e-3, gt=0, description="Adam learning rate of distil() (cosine-decayed).")
+    distil_batch: int = Field(128, ge=1, description="Minibatch size of distil().")
     alpha: float = Field(0.5, ge=0, le=1, description="KD loss weight of the cross-entropy term (α).")
     temperature: float = Field(6.0, gt=0, description="KD temperature (T).")
-    seed: int = Field(0, description="Seed of student initialisations.")
+    distil_init: Literal["remap", "random"] = Field("remap", description="distil() starts from the teacher's remapped weights, or at random.")
+    seed: int = Field(0, description="Seed of student initialisations and of the distillation's data order.")
 
 
 def task_candidates(task: SearchTask, archs: Sequence[Architecture]) -> list[StudentCandidate]:
@@ -77,12 +79,18 @@ class StudentSearchPredictor(Predictor):
         return task_candidates(task, space.sample_many(self.config.num_candidates, self.config.candidate_seed))  # type: ignore[return-value]
 
     def distil(self, candidate: Candidate, task: SearchTask) -> tuple[nn.Module, float]:
-        """Distil the candidate from the teacher with the KD loss; returns it and its test accuracy."""
+        """Distil the candidate from the teacher with the KD loss (from its remapped weights by default, as the
+        meta-dataset's students); returns it and its test accuracy."""
         c = self.config
         torch.manual_seed(c.seed)
-        student = as_students([candidate])[0].build(task.bundle.num_classes).to(task.device)
-        settings = DistilSettings(epochs=c.distil_epochs, lr=c.distil_lr, alpha=c.alpha, temperature=c.temperature)
-        result = distil(student, task.teacher.to(task.device), task.bundle, settings, seed=c.seed)
+        arch = as_students([candidate])[0]
+        teacher = task.teacher.to(task.device)
+        if c.distil_init == "remap" and teacher.head.out_features == task.bundle.num_classes:
+            student = remap_teacher(teacher, arch.arch)  # type: ignore[arg-type]
+        else:
+            student = arch.build(task.bundle.num_classes).to(task.device)
+        settings = DistilSettings(epochs=c.distil_epochs, lr=c.distil_lr, batch_size=c.distil_batch, alpha=c.alpha, temperature=c.temperature)
+        result = distil(student, teacher, task.bundle, settings, seed=c.seed)
         return student, result.test_accuracy
 
     def fit(self, meta_data: Any) -> None:

@@ -60,14 +60,16 @@ def rank_correlations(predicted: Tensor, actual: Tensor) -> tuple[float, float]:
 class MetaLearner(nn.Module):
     """The prediction network plus one learnable inner learning rate per parameter entry."""
 
-    def __init__(self, net: DaSSNet, step_size: float) -> None:
+    def __init__(self, net: DaSSNet, step_size: float, adapt: bool = True) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.adapts = net, adapt
         self.inner_lrs = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(torch.full_like(p, step_size)) for k, p in net.named_parameters()})
 
     def adapt(self, task: EncodedTask, create_graph: bool) -> dict[str, Tensor]:
-        """One inner step on the teacher: θ' = θ − λ ⊙ ∇_θ (f_θ(T) − a_T)²."""
+        """One inner step on the teacher: θ' = θ − λ ⊙ ∇_θ (f_θ(T) − a_T)² (θ itself when adaptation is off)."""
         params = dict(self.net.named_parameters())
+        if not self.adapts:
+            return params
         with torch.enable_grad():
             pred = functional_call(self.net, params, (task.teacher_map.unsqueeze(0), task.teacher_arch.unsqueeze(0), task.teacher_map))
             loss = (pred - task.teacher_accuracy).pow(2).mean()
@@ -94,6 +96,20 @@ class MetaHistory:
     rows: list[dict[str, float]] = field(default_factory=list)
     best_episode: int = 0
     best_spearman: float = -math.inf
+
+    @property
+    def improved(self) -> bool:
+        """Whether a trained checkpoint beat the untrained network (episode 0) on the selection tasks."""
+        return self.best_episode > 0
+
+    def verdict(self) -> str:
+        """One line on the kept checkpoint, a warning when it is the untrained network."""
+        untrained = self.rows[0]["val_spearman"] if self.rows else math.nan
+        if not self.improved:
+            return (f"Warning: no meta-training checkpoint beat the untrained network on the selection tasks (Spearman "
+                    f"{untrained:.3f} at episode 0); the kept predictor is untrained. Try more episodes, another seed or a "
+                    f"meta-dataset with more signal (noise ceilings in its build report).")
+        return f"Best selection Spearman {self.best_spearman:.3f} at episode {self.best_episode} (untrained: {untrained:.3f})."
 
 
 def validate(learner: MetaLearner, tasks: Sequence[EncodedTask]) -> tuple[float, float, float]:

@@ -1,21 +1,28 @@
-"""The meta-dataset: per task a trained teacher and dozens of distilled students, cached as files.
+"""The meta-dataset: per task a trained teacher and the same students distilled from it twice.
 
-Layout under the root folder (every file written atomically, so an interrupted build resumes
-without losing a finished student)::
+A build folder holds (every file written atomically, so an interrupted build resumes without
+losing a finished distillation)::
 
-    meta.json                      the settings it was built with and the task splits
-    <task>/teacher.pt              teacher weights, space and accuracies
-    <task>/students/<index>.json   a student's architecture, size and distilled accuracies
+    meta.json                           the settings of the latest build
+    <task>/teacher.pt                   teacher weights, space and accuracies
+    <task>/students/<index>-<rep>.json  one distillation of a student: its accuracies and cost
+    meta-dataset.json                   the compact export (written when the build finishes)
+
+The compact export is what meta-training reads: settings, and per task the teacher's accuracy and
+last-stage maps on the fixed noise input, and per student its architecture, sizes, remapped maps
+and the accuracies of every repeat. The noise ceiling of a task is the Spearman correlation
+between two independent distillations (repeats 0 and 1) of its students. The plugin ships one
+export (``SHIPPED``); ``oral6 dass build-meta`` with the default settings rebuilds it.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,41 +33,52 @@ from oral6_core.errors import CheckpointError, ConfigError
 from oral6_core.io import load_torch, save_torch, write_json
 from oral6_core.metrics import evaluate
 from oral6_core.progress import Progress, shown
-from oral6_core.training import fit, seed_everything
+from oral6_core.training import fit, resolve_device, seed_everything
 
 from .distill import DistilSettings, distil
+from .meta import rank_correlations
 from .network import DaSSResNet
+from .predictor_net import noise_input
+from .remap import remap_teacher, remapped_features
 from .space import Architecture, SearchSpace
-from .tasks import TASKS, load_task
+from .tasks import TASK_INPUT_SHAPE, TASKS, load_task
 
 Split = Literal["train", "val", "test"]
+FORMAT = 1
+SHIPPED = Path(__file__).parent / "data" / "meta-dataset-v1.json"
+EXPORT_NAME = "meta-dataset.json"
+# Settings that may change between builds into one folder (adding tasks, students or repeats extends it).
+EXTENSIBLE = ("train_tasks", "val_tasks", "test_tasks", "students_per_task", "repeats")
 
 
 class MetaDatasetSettings(BaseModel):
-    """What the meta-dataset holds: task splits (test tasks are unseen), teachers and students per task."""
+    """What the meta-dataset holds: task splits (test tasks are unseen), teachers, students and repeats."""
 
     model_config = ConfigDict(extra="forbid")
 
     train_tasks: list[str] = Field(
-        ["digits-all", "digits-0to4", "digits-5to9", "digits-even", "digits-1478", "digits-rot90", "digits-noisy", "shapes-4", "textures-4"],
+        ["shapes-4", "shapes-6-noisy", "dots-4", "dots-4-noisy", "dots-6", "stripes-noisy"],
         description="Tasks the predictor is meta-trained on.")
-    val_tasks: list[str] = Field(["digits-odd", "digits-flip-0to4"], description="Tasks that select the meta-training checkpoint.")
-    test_tasks: list[str] = Field(["digits-invert", "shapes-6", "textures-6"], description="Unseen tasks, held out whole.")
-    students_per_task: int = Field(6, ge=2, description="Distilled students per task (30 for the full-size meta-dataset).")
+    val_tasks: list[str] = Field(["shapes-4-noisy"], description="Held-out tasks that select the meta-training checkpoint.")
+    test_tasks: list[str] = Field(["shapes-6", "stripes", "textures-4"], description="Unseen tasks, held out whole.")
+    students_per_task: int = Field(16, ge=2, description="Distilled students per task (the same students in every task).")
+    repeats: int = Field(2, ge=1, description="Independent distillations per student (the label is their mean; 2+ gives the noise ceiling).")
     teacher_widths: list[int] = Field([16, 32, 64, 64], min_length=1, description="Teacher channels per stage.")
     teacher_depths: list[int] = Field([2, 2, 2, 2], min_length=1, description="Teacher blocks per stage (students keep 1..d).")
-    teacher_epochs: int = Field(4, ge=1, description="Teacher training epochs (Adam; 10 for the full-size meta-dataset).")
+    teacher_epochs: int = Field(8, ge=1, description="Teacher training epochs (Adam).")
     teacher_lr: float = Field(3e-3, gt=0, description="Teacher learning rate.")
-    distil: DistilSettings = Field(default_factory=lambda: DistilSettings(epochs=2),
-                                   description="How each student is distilled (2 epochs; 4 for the full-size meta-dataset).")
-    seed: int = Field(0, description="Seed of the student samples and of training.")
+    distil: DistilSettings = Field(default_factory=lambda: DistilSettings(epochs=2, lr=1e-3, batch_size=128, val_epochs=2),
+                                   description="How each student is distilled (2 epochs from its remapped weights, lr 1e-3 cosine-decayed, batch 128).")
+    init: Literal["remap", "random"] = Field("remap", description="Student initialisation: the teacher's remapped weights, or random.")
+    noise_seed: int = Field(0, description="Seed of the fixed noise input of the exported functional encodings.")
+    seed: int = Field(0, description="Seed of the student sample and of training.")
 
     def model_post_init(self, _context: object) -> None:
         """Reject unknown tasks, a task in two splits, and a teacher whose widths and depths disagree."""
-        for name in self.train_tasks + self.val_tasks + self.test_tasks:
+        every = self.train_tasks + self.val_tasks + self.test_tasks
+        for name in every:
             if name not in TASKS:
                 raise ValueError(f"unknown DaSS task {name!r}; the known tasks are {', '.join(TASKS)}")
-        every = self.train_tasks + self.val_tasks + self.test_tasks
         if len(set(every)) != len(every):
             raise ValueError("a task appears in more than one split (or twice); unseen tasks must be held out whole")
         if not self.train_tasks:
@@ -71,6 +89,14 @@ class MetaDatasetSettings(BaseModel):
     def splits(self) -> dict[str, Split]:
         """Task name -> split."""
         return {**{t: "train" for t in self.train_tasks}, **{t: "val" for t in self.val_tasks}, **{t: "test" for t in self.test_tasks}}
+
+    def space(self) -> SearchSpace:
+        """The students' space (every task gives 1-channel images)."""
+        return SearchSpace(TASK_INPUT_SHAPE[0], tuple(self.teacher_widths), tuple(self.teacher_depths))
+
+    def students(self) -> list[Architecture]:
+        """The students, the same in every task and on every run (more students extend the list)."""
+        return self.space().sample_many(self.students_per_task, self.seed * 1_000_003 + 17)
 
 
 def parse_settings(values: dict) -> MetaDatasetSettings:
@@ -84,47 +110,67 @@ def parse_settings(values: dict) -> MetaDatasetSettings:
 
 @dataclass
 class StudentRecord:
-    """One distilled student of a task."""
+    """One student of a task: architecture, sizes, remapped maps and the accuracies of each distillation."""
 
     arch: Architecture
     num_params: int
     flops: int
-    val_accuracy: float
-    test_accuracy: float
+    val_accuracies: list[float]
+    test_accuracies: list[float]
+    features: torch.Tensor
+
+    @property
+    def val_accuracy(self) -> float:
+        """The label: mean validation accuracy over the repeats."""
+        return statistics.mean(self.val_accuracies)
+
+    @property
+    def test_accuracy(self) -> float:
+        """Mean test accuracy over the repeats."""
+        return statistics.mean(self.test_accuracies)
 
 
 @dataclass
 class TaskRecord:
-    """One task of the meta-dataset: its split, teacher, and distilled students."""
+    """One task of the meta-dataset: split, teacher accuracy and maps, distilled students."""
 
     name: str
     split: Split
-    teacher: DaSSResNet
+    num_classes: int
     teacher_accuracy: float
+    teacher_features: torch.Tensor
     students: list[StudentRecord]
 
+    @property
+    def labels(self) -> torch.Tensor:
+        """The students' mean validation accuracies."""
+        return torch.tensor([s.val_accuracy for s in self.students])
 
-def task_space(settings: MetaDatasetSettings) -> SearchSpace:
-    """The students' space (every task gives 1-channel images)."""
-    return SearchSpace(1, tuple(settings.teacher_widths), tuple(settings.teacher_depths))
+    @property
+    def ceiling(self) -> float | None:
+        """Spearman between the first two distillations of the students (None with one repeat)."""
+        if any(len(s.val_accuracies) < 2 for s in self.students):
+            return None
+        first, second = (torch.tensor([s.val_accuracies[r] for s in self.students]) for r in (0, 1))
+        return rank_correlations(first, second)[0]
 
 
-def student_architectures(settings: MetaDatasetSettings, task: str) -> list[Architecture]:
-    """The task's students, the same on every run (seeded by the settings' seed and the task name)."""
-    return task_space(settings).sample_many(settings.students_per_task, settings.seed * 1_000_003 + zlib.crc32(task.encode()))
+def _student_path(root: Path, task: str, index: int, repeat: int) -> Path:
+    return root / task / "students" / f"{index:04d}-{repeat}.json"
 
 
 def _check_settings(root: Path, settings: MetaDatasetSettings) -> None:
     manifest = root / "meta.json"
     if manifest.is_file():
         saved = json.loads(manifest.read_text())
-        if saved != settings.model_dump(mode="json"):
+        new = settings.model_dump(mode="json")
+        changed = sorted(k for k in set(saved) | set(new) if k not in EXTENSIBLE and saved.get(k) != new.get(k))
+        if changed:
             raise ConfigError(
-                f"{root} holds a meta-dataset built with other settings; resume it with the same settings "
-                f"(see {manifest}) or build into a new folder with --out."
+                f"{root} holds a meta-dataset built with other settings ({', '.join(changed)} differ; see {manifest}). "
+                f"Only {', '.join(EXTENSIBLE)} may change to extend it; build into a new folder with --out otherwise."
             )
-    else:
-        write_json(settings.model_dump(mode="json"), manifest)
+    write_json(settings.model_dump(mode="json"), manifest)
 
 
 def _train_teacher(root: Path, task: str, settings: MetaDatasetSettings, device: str) -> None:
@@ -133,14 +179,17 @@ def _train_teacher(root: Path, task: str, settings: MetaDatasetSettings, device:
         return
     seed_everything(settings.seed)
     bundle = load_task(task)
-    space = task_space(settings)
+    space = settings.space()
     teacher = DaSSResNet(space, space.teacher, bundle.num_classes)
     adam = registry.create("optimizer", "adam", {"lr": settings.teacher_lr})
-    run = fit(teacher, bundle, adam, TrainConfig(epochs=settings.teacher_epochs, seed=settings.seed, device=device, checkpoint=False))
+    started = time.process_time()
+    run = fit(teacher, bundle, adam, TrainConfig(epochs=settings.teacher_epochs, seed=settings.seed, device=device,
+                                                 checkpoint=False, progress=False))
     dev = next(teacher.parameters()).device
     accs = {s: evaluate(run.model, getattr(bundle, s), bundle.task, dev)["accuracy"] for s in ("val", "test")}
     save_torch({"state": teacher.state_dict(), "widths": space.widths, "depths": space.max_depths, "in_channels": space.in_channels,
-                "num_classes": bundle.num_classes, "val_accuracy": accs["val"], "test_accuracy": accs["test"]}, path)
+                "num_classes": bundle.num_classes, "val_accuracy": accs["val"], "test_accuracy": accs["test"],
+                "cpu_seconds": time.process_time() - started}, path)
 
 
 def load_teacher(path: Path, device: torch.device | str = "cpu") -> tuple[DaSSResNet, float]:
@@ -153,66 +202,124 @@ def load_teacher(path: Path, device: torch.device | str = "cpu") -> tuple[DaSSRe
 
 
 def build_meta_dataset(root: Path, settings: MetaDatasetSettings, device: str = "cpu", progress: bool = True) -> Path:
-    """Train every missing teacher and distil every missing student; finished files are kept as they are.
+    """Train every missing teacher and run every missing distillation, then write the compact export.
 
-    ``progress`` shows a bar on a terminal, or one line per teacher epoch and per student in a log file.
+    Finished files are kept as they are. ``progress`` shows a bar on a terminal, or one line per
+    distillation in a log file. Returns the export's path.
     """
     root.mkdir(parents=True, exist_ok=True)
     _check_settings(root, settings)
-    space = task_space(settings)
-    tasks = list(settings.splits())
-    total = len(tasks) * settings.students_per_task
-    done = sum(1 for t in tasks for i in range(settings.students_per_task) if (root / t / "students" / f"{i:04d}.json").is_file())
-    with shown(progress), Progress("dass build-meta", total=total, completed=done) as bar:
+    space, archs = settings.space(), settings.students()
+    tasks = settings.test_tasks + settings.val_tasks + settings.train_tasks  # held-out tasks first: their ceilings come first
+    jobs = [(t, i, r) for t in tasks for i in range(len(archs)) for r in range(settings.repeats)]
+    done = sum(1 for job in jobs if _student_path(root, *job).is_file())
+    with shown(progress), Progress("dass build-meta", total=len(jobs), completed=done) as bar:
         for task in tasks:
-            bar.update(description=f"{task}: teacher")
-            _train_teacher(root, task, settings, device)
-            missing = [(i, a) for i, a in enumerate(student_architectures(settings, task))
-                       if not (root / task / "students" / f"{i:04d}.json").is_file()]
+            missing = [(i, r) for i in range(len(archs)) for r in range(settings.repeats) if not _student_path(root, task, i, r).is_file()]
             if not missing:
                 continue
-            teacher, _ = load_teacher(root / task / "teacher.pt", _device(device))
+            bar.update(description=f"{task}: teacher")
+            _train_teacher(root, task, settings, device)
+            teacher, _ = load_teacher(root / task / "teacher.pt", resolve_device(device))
             bundle = load_task(task)
-            for i, arch in missing:
-                path = root / task / "students" / f"{i:04d}.json"
-                bar.update(description=f"{task}: student {i + 1}")
-                seed_everything(settings.seed * 7919 + i)
-                started = time.perf_counter()
-                result = distil(DaSSResNet(space, arch, bundle.num_classes), teacher, bundle, settings.distil, seed=settings.seed + i)
-                write_json({"index": i, "arch": arch.to_dict(), "num_params": space.num_params(arch, bundle.num_classes),
-                            "flops": space.flops(arch, bundle.input_shape[1:], bundle.num_classes),  # type: ignore[arg-type]
-                            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
-                            "history": result.history, "seconds": time.perf_counter() - started}, path)
-                bar.stage(f"{task} student {i + 1}/{settings.students_per_task}", bar.completed + 1,
+            for i, r in missing:
+                bar.update(description=f"{task}: student {i + 1} repeat {r}")
+                seed = settings.seed * 7919 + 104_729 * r + i
+                seed_everything(seed)
+                started, cpu = time.perf_counter(), time.process_time()
+                student = remap_teacher(teacher, archs[i]) if settings.init == "remap" else DaSSResNet(space, archs[i], bundle.num_classes)
+                result = distil(student, teacher, bundle, settings.distil, seed=seed)
+                write_json({"index": i, "repeat": r, "arch": archs[i].to_dict(), "val_accuracy": result.val_accuracy,
+                            "test_accuracy": result.test_accuracy, "history": result.history,
+                            "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu},
+                           _student_path(root, task, i, r))
+                bar.stage(f"{task} student {i + 1}/{len(archs)} repeat {r}", bar.completed + 1,
                           val_accuracy=result.val_accuracy, seconds=time.perf_counter() - started)
-    return root
+    export = export_meta_dataset(root, settings)
+    path = root / EXPORT_NAME
+    write_json(export, path)
+    return path
 
 
-def _device(name: str) -> torch.device:
-    from oral6_core.training import resolve_device
-
-    return resolve_device(name)
-
-
-def load_meta_dataset(root: Path, device: torch.device | str = "cpu") -> tuple[MetaDatasetSettings, list[TaskRecord]]:
-    """Read a finished meta-dataset; a missing or unfinished one is a ``CheckpointError`` saying how to finish it."""
-    manifest = root / "meta.json"
-    if not manifest.is_file():
-        raise CheckpointError(f"No meta-dataset at {root} (no meta.json). Build one with `oral6 dass build-meta --out {root}`.")
-    settings = parse_settings(json.loads(manifest.read_text()))
-    records = []
+@torch.no_grad()
+def export_meta_dataset(root: Path, settings: MetaDatasetSettings) -> dict[str, Any]:
+    """The compact export of a finished build folder (a ``CheckpointError`` says how to finish an unfinished one)."""
+    space, archs = settings.space(), settings.students()
+    tasks, cpu_seconds = [], 0.0
     for task, split in settings.splits().items():
-        teacher_path = root / task / "teacher.pt"
-        paths = [root / task / "students" / f"{i:04d}.json" for i in range(settings.students_per_task)]
-        if not teacher_path.is_file() or not all(p.is_file() for p in paths):
-            raise CheckpointError(
-                f"The meta-dataset at {root} is unfinished (task {task!r}); run `oral6 dass build-meta --out {root}` "
-                f"again with the same settings to finish it."
-            )
-        teacher, acc = load_teacher(teacher_path, device)
+        paths = [[_student_path(root, task, i, r) for r in range(settings.repeats)] for i in range(len(archs))]
+        if not (root / task / "teacher.pt").is_file() or not all(p.is_file() for row in paths for p in row):
+            raise CheckpointError(f"The meta-dataset at {root} is unfinished (task {task!r}); run `oral6 dass build-meta "
+                                  f"--out {root}` again with the same settings to finish it.")
+        ckpt = load_torch(root / task / "teacher.pt")
+        teacher, acc = load_teacher(root / task / "teacher.pt")
+        z = noise_input(TASK_INPUT_SHAPE, torch.device("cpu"), settings.noise_seed)
         students = []
-        for p in paths:
-            row = json.loads(p.read_text())
-            students.append(StudentRecord(Architecture.from_dict(row["arch"]), row["num_params"], row["flops"], row["val_accuracy"], row["test_accuracy"]))
-        records.append(TaskRecord(task, split, teacher, acc, students))
-    return settings, records
+        for arch, row in zip(archs, paths):
+            runs = [json.loads(p.read_text()) for p in row]
+            cpu_seconds += sum(run.get("cpu_seconds", 0.0) for run in runs)
+            students.append({"arch": arch.to_dict(), "num_params": space.num_params(arch, teacher.head.out_features),
+                             "flops": space.flops(arch, TASK_INPUT_SHAPE[1:], teacher.head.out_features),
+                             "val_accuracy": [run["val_accuracy"] for run in runs], "test_accuracy": [run["test_accuracy"] for run in runs],
+                             "features": _rounded(remapped_features(teacher, arch, z)[0])})
+        cpu_seconds += ckpt.get("cpu_seconds", 0.0)
+        tasks.append({"name": task, "split": split, "num_classes": teacher.head.out_features, "teacher_accuracy": acc,
+                      "teacher_test_accuracy": float(ckpt["test_accuracy"]),
+                      "teacher_features": _rounded(teacher.forward_features(z)[0]), "students": students})
+    data = {"format": FORMAT, "settings": settings.model_dump(mode="json"), "tasks": tasks}
+    data["report"] = {**build_report(records_from_export(data)), "cpu_minutes": cpu_seconds / 60}
+    return data
+
+
+def _rounded(t: torch.Tensor) -> dict[str, Any]:
+    return {"shape": list(t.shape), "values": [float(f"{v:.5g}") for v in t.flatten().tolist()]}
+
+
+def _tensor(d: dict[str, Any]) -> torch.Tensor:
+    return torch.tensor(d["values"], dtype=torch.float32).reshape(d["shape"])
+
+
+def records_from_export(data: dict[str, Any]) -> list[TaskRecord]:
+    """The tasks of a compact export as records."""
+    records = []
+    for t in data["tasks"]:
+        students = [StudentRecord(Architecture.from_dict(s["arch"]), s["num_params"], s["flops"], s["val_accuracy"], s["test_accuracy"],
+                                  _tensor(s["features"])) for s in t["students"]]
+        records.append(TaskRecord(t["name"], t["split"], t["num_classes"], t["teacher_accuracy"], _tensor(t["teacher_features"]), students))
+    return records
+
+
+def build_report(records: list[TaskRecord]) -> dict[str, Any]:
+    """Per task: teacher accuracy, students' mean and spread of accuracy, noise ceiling, and the mean
+    Spearman of its student ranking with every other task's (1 would mean one ranking fits all tasks)."""
+    rows = []
+    for r in records:
+        others = [rank_correlations(r.labels, o.labels)[0] for o in records if o is not r]
+        rows.append({"task": r.name, "split": r.split, "teacher accuracy": r.teacher_accuracy, "mean accuracy": float(r.labels.mean()),
+                     "accuracy sd": float(r.labels.std()), "noise ceiling": r.ceiling,
+                     "rank agreement with other tasks": statistics.mean(others) if others else None})
+    return {"tasks": rows}
+
+
+def load_meta_dataset(path: Path | None = None) -> tuple[MetaDatasetSettings, list[TaskRecord]]:
+    """Read a compact export (the shipped one when ``path`` is None) or a finished build folder."""
+    path = SHIPPED if path is None else Path(path)
+    if path.is_dir():
+        manifest = path / "meta.json"
+        if not manifest.is_file():
+            raise CheckpointError(f"No meta-dataset at {path} (no meta.json). Build one with `oral6 dass build-meta --out {path}`.")
+        export = path / EXPORT_NAME
+        settings = parse_settings(json.loads(manifest.read_text()))
+        data = json.loads(export.read_text()) if export.is_file() else export_meta_dataset(path, settings)
+    elif path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a DaSS meta-dataset export (format {FORMAT}); pass a file written by "
+                                  f"`oral6 dass build-meta` ({EXPORT_NAME} in its folder) or the folder itself.")
+    else:
+        raise CheckpointError(f"No meta-dataset at {path}. Build one with `oral6 dass build-meta --out {path}`, "
+                              f"or leave --meta out to use the one shipped with the plugin.")
+    return parse_settings(data["settings"]), records_from_export(data)

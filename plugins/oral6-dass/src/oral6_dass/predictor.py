@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from pydantic import Field
 from torch import Tensor
+
+from rich.console import Console
 
 from oral6_core.components import Candidate, SearchTask
 from oral6_core.errors import CheckpointError, ConfigError
@@ -15,16 +17,17 @@ from oral6_core.io import load_torch, save_torch
 
 from .candidates import StudentSearchConfig, StudentSearchPredictor, as_students
 from .meta import MetaHistory, MetaLearner, MetaSettings, meta_train
-from .metadata import TaskRecord, load_meta_dataset
-from .predictor_net import DaSSNet, EncodedTask, encode_task
+from .metadata import MetaDatasetSettings, TaskRecord, load_meta_dataset
+from .novelty import TeacherStats
+from .predictor_net import DaSSNet, EncodedTask, encode_task, normalised_task
 from .remap import teacher_space
 from .space import SearchSpace
-from .tasks import TASK_INPUT_SHAPE
 
 MAKE_ONE = (
-    "Build a meta-dataset with `oral6 dass build-meta --out runs/dass-meta`, meta-train with "
-    "`oral6 dass meta-train --meta runs/dass-meta --out runs/dass.pt`, then pass --predictor-checkpoint runs/dass.pt."
+    "Meta-train one from the shipped meta-dataset with `oral6 dass meta-train --out runs/dass.pt` (a few minutes), "
+    "then pass --predictor-checkpoint runs/dass.pt."
 )
+warn_console = Console(stderr=True)
 
 
 class DaSSConfig(StudentSearchConfig):
@@ -40,6 +43,10 @@ class DaSSConfig(StudentSearchConfig):
     step_size: float = Field(1e-2, gt=0, description="Initial per-parameter inner learning rate (Meta-SGD).")
     first_order: bool = Field(False, description="First-order inner step (drops second derivatives).")
     validate_every: int = Field(10, ge=1, description="Episodes between validation Spearman checks.")
+    encoders: list[Literal["student", "arch", "teacher"]] = Field(
+        ["student", "arch", "teacher"], min_length=1, description="Encodings the head reads (fewer: an ablation).")
+    adapt: bool = Field(True, description="Teacher-guided adaptation step (false: plain regression, an ablation).")
+    min_val_ceiling: float = Field(0.5, ge=-1, le=1, description="Validation tasks whose noise ceiling is below this do not select the checkpoint.")
 
 
 class DaSSPredictor(StudentSearchPredictor):
@@ -55,35 +62,49 @@ class DaSSPredictor(StudentSearchPredictor):
         self.learner: MetaLearner | None = None
         self.space_key: tuple[int, tuple[int, ...]] | None = None
         self.history: MetaHistory | None = None
+        self.teacher_stats: TeacherStats | None = None
+        self.selection_note: str | None = None
+        self.warnings: list[str] = []
 
     def _new_learner(self, space: SearchSpace) -> MetaLearner:
         c = self.config
-        net = DaSSNet(space.widths[-1], space.encoding_size, c.hidden_channels, c.out_channels, c.arch_features, c.hidden, self.functional)
+        parts = tuple(c.encoders) if self.functional else ("arch",)
+        net = DaSSNet(space.widths[-1], space.encoding_size, c.hidden_channels, c.out_channels, c.arch_features, c.hidden, parts)
         self.space_key = (space.widths[-1], space.max_depths)
-        return MetaLearner(net, c.step_size)
+        return MetaLearner(net, c.step_size, c.adapt)
 
-    def encode(self, record: TaskRecord, input_shape: Sequence[int]) -> EncodedTask:
-        """A meta-dataset task as predictor inputs, labelled with the students' distilled validation accuracy."""
-        return encode_task(record.name, record.teacher, [s.arch for s in record.students], record.teacher_accuracy,
-                           input_shape, self.config.noise_seed, [s.val_accuracy for s in record.students])
+    def encode(self, record: TaskRecord, space: SearchSpace) -> EncodedTask:
+        """A meta-dataset task as predictor inputs, labelled with the students' mean distilled validation accuracy."""
+        archs = torch.stack([space.encode(st.arch) for st in record.students])
+        return normalised_task(record.name, record.teacher_features, torch.stack([st.features for st in record.students]),
+                               space.encode(space.teacher), archs, record.teacher_accuracy, record.labels)
 
-    def fit(self, meta_data: Any) -> None:
-        """Meta-train on a meta-dataset folder (or its loaded ``(settings, records)``): train tasks, val tasks select."""
-        if isinstance(meta_data, (str, Path)):
-            meta_data = load_meta_dataset(Path(meta_data))
-        _, records = meta_data
+    def fit(self, meta_data: Any = None, device: torch.device | str = "cpu") -> None:
+        """Meta-train on a meta-dataset (a path, loaded ``(settings, records)``, or None for the shipped one).
+
+        Train tasks train; validation tasks whose noise ceiling reaches ``min_val_ceiling`` select the checkpoint."""
+        if meta_data is None or isinstance(meta_data, (str, Path)):
+            meta_data = load_meta_dataset(None if meta_data is None else Path(meta_data))
+        settings, records = meta_data
+        assert isinstance(settings, MetaDatasetSettings)
+        if settings.noise_seed != self.config.noise_seed:
+            raise ConfigError(f"The meta-dataset's encodings use noise seed {settings.noise_seed}, but predictor.noise_seed is "
+                              f"{self.config.noise_seed}; leave predictor.noise_seed at {settings.noise_seed}.")
         train = [r for r in records if r.split == "train"]
         if not train:
             raise ConfigError("The meta-dataset has no training tasks; build one with `oral6 dass build-meta`.")
-        torch.manual_seed(self.config.seed)
-        device = next(train[0].teacher.parameters()).device
-        self.learner = self._new_learner(teacher_space(train[0].teacher)).to(device)
-        encoded = {r.name: self.encode(r, TASK_INPUT_SHAPE) for r in records if r.split in ("train", "val")}
         c = self.config
-        settings = MetaSettings(episodes=c.episodes, meta_lr=c.meta_lr, meta_batch=c.meta_batch, query_size=c.query_size,
-                                step_size=c.step_size, first_order=c.first_order, validate_every=c.validate_every)
-        self.history = meta_train(self.learner, [encoded[r.name] for r in train],
-                                  [encoded[r.name] for r in records if r.split == "val"], settings, seed=c.seed)
+        val = [r for r in records if r.split == "val" and (r.ceiling is None or r.ceiling >= c.min_val_ceiling)]
+        self.selection_note = None if val else (
+            f"no validation task has a noise ceiling of at least {c.min_val_ceiling}; the checkpoint is selected on the training tasks")
+        torch.manual_seed(c.seed)
+        space = settings.space()
+        self.learner = self._new_learner(space).to(device)
+        self.teacher_stats = TeacherStats.of([self.encode(r, space) for r in train])
+        settings_ = MetaSettings(episodes=c.episodes, meta_lr=c.meta_lr, meta_batch=c.meta_batch, query_size=c.query_size,
+                                 step_size=c.step_size, first_order=c.first_order, validate_every=c.validate_every)
+        self.history = meta_train(self.learner, [self.encode(r, space).to(device) for r in train],
+                                  [self.encode(r, space).to(device) for r in val], settings_, seed=c.seed)
 
     def _ready(self, task: SearchTask) -> MetaLearner:
         if self.learner is None:
@@ -98,19 +119,31 @@ class DaSSPredictor(StudentSearchPredictor):
         return self.learner.to(task.device)
 
     def predict(self, candidates: Sequence[Candidate], task: SearchTask) -> Tensor:
-        """Adapt on the teacher (its encoding and accuracy), then predict each student's distilled accuracy."""
+        """Adapt on the teacher (its encoding and accuracy), then predict each student's distilled validation accuracy.
+
+        The scores are the network's outputs in accuracy units, not clamped (clamping would tie the
+        ranking); a warning goes to stderr when the teacher is unlike every meta-training teacher
+        or a score falls outside [0, 1]."""
         learner = self._ready(task)
         students = as_students(candidates)
         encoded = encode_task(task.bundle.name, task.teacher.to(task.device), [s.arch for s in students], task.teacher_accuracy,
                               task.bundle.input_shape, self.config.noise_seed)
-        return learner.adapted_predict(encoded)
+        scores = learner.to(task.device).adapted_predict(encoded)
+        self.warnings = self.teacher_stats.warnings(encoded) if self.teacher_stats is not None else []
+        outside = int(((scores < 0) | (scores > 1)).sum())
+        if outside:
+            self.warnings.append(f"{outside} of {len(scores)} scores fall outside [0, 1]: read them as a ranking, not as accuracies")
+        for line in self.warnings:
+            warn_console.print(f"Warning ({self.name}): {line}.", highlight=False)
+        return scores
 
     def save(self, path: Path) -> None:
         """Write the meta-trained weights, inner rates, options and the space they fit (atomically)."""
         if self.learner is None:
             raise ConfigError(f"Nothing to save: the {self.name} predictor is not meta-trained yet. {MAKE_ONE}")
         save_torch({"predictor": self.name, "config": self.config.model_dump(mode="json"), "state": self.learner.state_dict(),
-                    "space_key": self.space_key, "history": self.history.rows if self.history else []}, path)
+                    "space_key": self.space_key, "history": self.history.rows if self.history else [],
+                    "teacher_stats": self.teacher_stats.to_dict() if self.teacher_stats else None}, path)
 
     def load(self, path: Path) -> None:
         """Read a checkpoint written by ``save`` (``oral6 dass meta-train``)."""
@@ -124,6 +157,8 @@ class DaSSPredictor(StudentSearchPredictor):
         self.learner = self._new_learner(_space_like(width, depths))
         self.learner.load_state_dict(ckpt["state"])
         self.history = MetaHistory(rows=ckpt.get("history", []))
+        stats = ckpt.get("teacher_stats")
+        self.teacher_stats = TeacherStats.from_dict(stats) if stats else None
 
 
 def _space_like(last_width: int, depths: Sequence[int]) -> SearchSpace:

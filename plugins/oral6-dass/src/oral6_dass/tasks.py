@@ -1,6 +1,8 @@
 """Offline tasks for the meta-dataset: digit class subsets and transforms, procedural shapes and textures.
 
 Every task gives 1×8×8 grey images in [0, 1], so one teacher family serves them all. The
+procedural families (shapes, textures, dot counting; 4 or 6 classes; two noise levels) draw
+their images at 16×16 and pool them to 8×8. The
 dataset ``dass-task`` exposes each task to ``oral6 train`` (``--set dataset.task=NAME``).
 """
 
@@ -51,51 +53,108 @@ def _noisy(x: Tensor, g: torch.Generator) -> Tensor:
     return x + 0.35 * torch.randn(x.shape, generator=g)
 
 
+def _invert_noisy(x: Tensor, g: torch.Generator) -> Tensor:
+    return _noisy(1 - x, g)
+
+
 def _flip(x: Tensor, _: torch.Generator) -> Tensor:
     return torch.flip(x, (3,))
 
 
-def _shape_image(kind: int, g: torch.Generator) -> Tensor:
-    """One 16×16 shape (random size and position), later pooled to 8×8."""
+def _grid(n: int) -> tuple[Tensor, Tensor]:
     yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
-    r = 3 + 3 * torch.rand((), generator=g).item()
-    cy, cx = (4 + 8 * torch.rand(2, generator=g)).tolist()
+    return yy.expand(n, 16, 16), xx.expand(n, 16, 16)
+
+
+def _shapes(labels: Tensor, g: torch.Generator) -> Tensor:
+    """16×16 shapes of random size and position: square, disc, plus, triangle, ring, x (by label)."""
+    n = len(labels)
+    yy, xx = _grid(n)
+    r = (3 + 3 * torch.rand(n, generator=g)).view(n, 1, 1)
+    cy, cx = (4 + 8 * torch.rand(2, n, generator=g)).view(2, n, 1, 1)
     dy, dx = (yy - cy).abs(), (xx - cx).abs()
-    masks = [
-        (dy <= r) & (dx <= r),  # square
-        (dy**2 + dx**2) <= r**2,  # disc
-        ((dy <= 1) & (dx <= r)) | ((dx <= 1) & (dy <= r)),  # plus
-        ((yy - cy) >= -r) & ((yy - cy) <= r) & (dx <= (yy - cy + r) / 2),  # triangle
-        ((dy**2 + dx**2) <= r**2) & ((dy**2 + dx**2) >= (r - 2) ** 2),  # ring
-        ((yy - cy - (xx - cx)).abs() <= 1) & (dx <= r) | ((yy - cy + (xx - cx)).abs() <= 1) & (dx <= r),  # x
-    ]
-    return masks[kind].float()
+    masks = torch.stack([
+        (dy <= r) & (dx <= r),
+        (dy**2 + dx**2) <= r**2,
+        ((dy <= 1) & (dx <= r)) | ((dx <= 1) & (dy <= r)),
+        ((yy - cy) >= -r) & ((yy - cy) <= r) & (dx <= (yy - cy + r) / 2),
+        ((dy**2 + dx**2) <= r**2) & ((dy**2 + dx**2) >= (r - 2) ** 2),
+        ((yy - cy - (xx - cx)).abs() <= 1) & (dx <= r) | ((yy - cy + (xx - cx)).abs() <= 1) & (dx <= r),
+    ])
+    return masks[labels, torch.arange(n)].float()
 
 
-def _texture_image(kind: int, g: torch.Generator) -> Tensor:
-    """One 16×16 texture: stripes at four angles, checkerboard or dots, random frequency and phase."""
-    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
-    freq = 2 * math.pi / (3 + 3 * torch.rand((), generator=g).item())
-    phase = 2 * math.pi * torch.rand((), generator=g).item()
-    waves = [xx, yy, xx + yy, xx - yy]
-    if kind < 4:
-        return (torch.sin(freq * waves[kind] + phase) > 0).float()
-    if kind == 4:
-        return ((torch.sin(freq * xx + phase) > 0) ^ (torch.sin(freq * yy + phase) > 0)).float()
-    return ((torch.sin(freq * xx + phase) > 0.6) & (torch.sin(freq * yy + phase) > 0.6)).float()
+def _textures(labels: Tensor, g: torch.Generator) -> Tensor:
+    """16×16 textures: stripes at four angles, checkerboard, dots (by label); random frequency and phase."""
+    n = len(labels)
+    yy, xx = _grid(n)
+    freq = (2 * math.pi / (3 + 3 * torch.rand(n, generator=g))).view(n, 1, 1)
+    phase = (2 * math.pi * torch.rand(n, generator=g)).view(n, 1, 1)
+    sx, sy = torch.sin(freq * xx + phase), torch.sin(freq * yy + phase)
+    kinds = torch.stack([sx > 0, sy > 0, torch.sin(freq * (xx + yy) + phase) > 0, torch.sin(freq * (xx - yy) + phase) > 0,
+                         (sx > 0) ^ (sy > 0), (sx > 0.6) & (sy > 0.6)])
+    return kinds[labels, torch.arange(n)].float()
 
 
-def _procedural(draw: Callable[[int, torch.Generator], Tensor], classes: tuple[int, ...], n: int, noise: float) -> Callable[[int], Arrays]:
+def _placed_shapes(labels: Tensor, g: torch.Generator) -> Tensor:
+    """Small shapes (square, disc, plus, triangle) in one of four quadrants: label = 4 · shape + quadrant."""
+    n = len(labels)
+    yy, xx = _grid(n)
+    quadrant, kind = labels % 4, labels // 4
+    r = (1.5 + 1.5 * torch.rand(n, generator=g)).view(n, 1, 1)
+    cy = (3 + 2 * torch.rand(n, generator=g) + 8 * (quadrant // 2)).view(n, 1, 1)
+    cx = (3 + 2 * torch.rand(n, generator=g) + 8 * (quadrant % 2)).view(n, 1, 1)
+    dy, dx = (yy - cy).abs(), (xx - cx).abs()
+    masks = torch.stack([
+        (dy <= r) & (dx <= r),
+        (dy**2 + dx**2) <= r**2,
+        ((dy <= 0.5) & (dx <= r)) | ((dx <= 0.5) & (dy <= r)),
+        ((yy - cy) >= -r) & ((yy - cy) <= r) & (dx <= (yy - cy + r) / 2),
+    ])
+    return masks[kind, torch.arange(n)].float()
+
+
+def _stripes(labels: Tensor, g: torch.Generator) -> Tensor:
+    """Stripes at four angles and three periods (about 2.5, 4 and 6.5 pixels): label = 4 · period + angle."""
+    n = len(labels)
+    yy, xx = _grid(n)
+    angle, period = labels % 4, labels // 4
+    base = torch.tensor([2.5, 4.0, 6.5])[period] * (0.9 + 0.2 * torch.rand(n, generator=g))
+    freq = (2 * math.pi / base).view(n, 1, 1)
+    phase = (2 * math.pi * torch.rand(n, generator=g)).view(n, 1, 1)
+    waves = torch.stack([xx, yy, (xx + yy) / math.sqrt(2), (xx - yy) / math.sqrt(2)])[angle, torch.arange(n)]
+    return (torch.sin(freq * waves + phase) > 0).float()
+
+
+def _dots(labels: Tensor, g: torch.Generator) -> Tensor:
+    """16×16 images of ``label + 1`` 2×2 dots in distinct cells of a 5×5 grid, jittered (a counting task)."""
+    n = len(labels)
+    cells = torch.rand(n, 25, generator=g).argsort(1)
+    keep = torch.arange(25).expand(n, 25) <= labels.view(n, 1)
+    jitter = torch.randint(0, 2, (n, 25, 2), generator=g)
+    img = torch.zeros(n, 16, 16)
+    rows = (cells // 5) * 3 + jitter[..., 0]
+    cols = (cells % 5) * 3 + jitter[..., 1]
+    for dy in (0, 1):
+        for dx in (0, 1):
+            idx = torch.arange(n).view(n, 1).expand(n, 25)
+            img.index_put_((idx[keep], (rows + dy)[keep], (cols + dx)[keep]), torch.ones(int(keep.sum())))
+    return img
+
+
+def _procedural(draw: Callable[[Tensor, torch.Generator], Tensor], classes: int, n: int, noise: float) -> Callable[[int], Arrays]:
     def make(seed: int) -> Arrays:
         g = torch.Generator().manual_seed(seed)
-        y = torch.arange(n) % len(classes)
-        big = torch.stack([draw(classes[int(label)], g) for label in y]).unsqueeze(1)
-        x = F.avg_pool2d(big, 2) + noise * torch.randn(n, 1, 8, 8, generator=g)
+        y = torch.arange(n) % classes
+        x = F.avg_pool2d(draw(y, g).unsqueeze(1), 2) + noise * torch.randn(n, 1, 8, 8, generator=g)
         return x.clamp(0, 1), y
 
     return make
 
 
+# Procedural tasks: 2,000 training images, a large validation split (so a student's accuracy is
+# measured to about ±0.8 points) and 1,000 test images; digit tasks split the 1,797 digits 60/20/20.
+PROCEDURAL_SPLIT = (2000, 4000, 1000)
 TASKS: dict[str, Callable[[int], Arrays]] = {
     "digits-all": _digits(tuple(range(10))),
     "digits-0to4": _digits((0, 1, 2, 3, 4)),
@@ -107,10 +166,16 @@ TASKS: dict[str, Callable[[int], Arrays]] = {
     "digits-flip-0to4": _digits((0, 1, 2, 3, 4), _flip),
     "digits-invert": _digits(tuple(range(10)), _invert),
     "digits-noisy": _digits(tuple(range(10)), _noisy),
-    "shapes-4": _procedural(_shape_image, (0, 1, 2, 3), 1000, 0.15),
-    "shapes-6": _procedural(_shape_image, (0, 1, 2, 3, 4, 5), 1200, 0.25),
-    "textures-4": _procedural(_texture_image, (0, 1, 2, 3), 1000, 0.2),
-    "textures-6": _procedural(_texture_image, (0, 1, 2, 3, 4, 5), 1200, 0.35),
+    **{f"shapes-{k}{suffix}": _procedural(_shapes, k, sum(PROCEDURAL_SPLIT), noise)
+       for k in (4, 6) for suffix, noise in (("", 0.25), ("-noisy", 0.45))},
+    **{f"textures-{k}{suffix}": _procedural(_textures, k, sum(PROCEDURAL_SPLIT), noise)
+       for k in (4, 6) for suffix, noise in (("", 0.35), ("-noisy", 0.55))},
+    **{f"placed-shapes{suffix}": _procedural(_placed_shapes, 16, sum(PROCEDURAL_SPLIT), noise)
+       for suffix, noise in (("", 0.2), ("-noisy", 0.35))},
+    **{f"stripes{suffix}": _procedural(_stripes, 12, sum(PROCEDURAL_SPLIT), noise)
+       for suffix, noise in (("", 0.3), ("-noisy", 0.5))},
+    **{f"dots-{k}{suffix}": _procedural(_dots, k, sum(PROCEDURAL_SPLIT), noise)
+       for k in (4, 6) for suffix, noise in (("", 0.2), ("-noisy", 0.4))},
 }
 
 
@@ -122,10 +187,11 @@ def task_arrays(name: str, seed: int) -> Arrays:
     return TASKS[name](seed)
 
 
-def load_task(name: str, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2) -> DataBundle:
+def load_task(name: str, seed: int = 0) -> DataBundle:
     """The named task's splits (a fixed split from ``seed``); unknown names list the known ones."""
     x, y = task_arrays(name, seed)
-    train, val, test = split_indices(len(y), (1 - val_fraction - test_fraction, val_fraction, test_fraction), seed)
+    fractions = (0.6, 0.2, 0.2) if name.startswith("digits") else tuple(k / sum(PROCEDURAL_SPLIT) for k in PROCEDURAL_SPLIT)
+    train, val, test = split_indices(len(y), fractions, seed)
     full = ArrayDataset(x.float().contiguous(), y.long())
     num_classes = int(y.max()) + 1
     return DataBundle(f"dass-task:{name}", full.subset(train), full.subset(val), full.subset(test),
