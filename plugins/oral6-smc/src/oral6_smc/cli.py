@@ -49,7 +49,10 @@ def run(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     out: Path = typer.Option(Path("smc-results"), "--out", help="Output folder."),
 ) -> None:
-    """Run methods over the grid on a task; writes the runs JSON, the figure and a markdown table."""
+    """Run methods over the grid on a task; writes the runs JSON, the figure and a markdown table.
+
+    Dense models and finished runs are kept in ``--out``/cache and reused by a run with the same settings.
+    """
     if start not in ("pretrained", "dense"):
         raise ConfigError(f"--start must be 'pretrained' or 'dense', not {start!r}.")
     options = parse_set_options(sets or [], ("pruner",)).get("pruner", {})
@@ -61,7 +64,8 @@ def run(
     if any(not 1 <= value <= 30 for value in ks):
         raise ConfigError(f"Every --k must lie in 1..30; got {ks}.")
     results = run_grid(make_task(task, out / "pretrained.pt"), specs, [1 - 0.8**value for value in ks],
-                       GridSettings(epochs, retrain_epochs, tuple(range(seeds)), device), log=console.print)
+                       GridSettings(epochs, retrain_epochs, tuple(range(seeds)), device), log=console.print,
+                       cache=out / "cache")
     _, markdown, files = write_outputs(results, specs, out)
     write_text(markdown, out / f"smc-{task}.md")
     console.print(Markdown(markdown))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import statistics
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -15,7 +18,7 @@ from oral6_core import registry
 from oral6_core.bench import markdown_table, new_figure, save_figure
 from oral6_core.config import TrainConfig
 from oral6_core.errors import ConfigError
-from oral6_core.io import write_json
+from oral6_core.io import load_torch, save_torch, write_json
 from oral6_core.training import fit, seed_everything
 
 from .tasks import SmcTask
@@ -50,6 +53,7 @@ DEFAULT_METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("random-before", "random", "pretrained", "before"),
     MethodSpec("snip", "snip", "pretrained", "before"),
     MethodSpec("omp+rigl", "rigl", "pretrained", "before", {"init": "magnitude"}),
+    MethodSpec("set", "set", "pretrained", "before"),
 )
 
 
@@ -95,33 +99,88 @@ def _test_accuracy(model: nn.Module, task: SmcTask, device: str) -> float:
 
 
 def run_grid(task: SmcTask, methods: Sequence[MethodSpec], sparsities: Sequence[float], settings: GridSettings,
-             log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Train the dense model, then every method at every sparsity, for every seed; returns raw rows."""
+             log: Callable[[str], None] = lambda _: None, cache: Path | None = None) -> dict[str, Any]:
+    """Train the dense model of every seed, then every method at every sparsity for every seed; returns raw rows.
+
+    Methods run one after another (all seeds of one before the next), so an interrupted run has whole
+    methods. With ``cache`` (a folder), each seed's dense model and each (method, seed)'s rows are kept
+    on disk under a key of their settings and reused by a later run with the same settings.
+    """
     if not sparsities or any(not 0 < s < 1 for s in sparsities):
         raise ConfigError(f"Sparsities must lie in (0, 1); got {list(sparsities)}.")
     for spec in methods:
         registry.get("pruner", spec.pruner)
+    store = _Cache(cache)
+    dense_runs = {seed: _dense_run(task, seed, settings, store, log) for seed in settings.seeds}
     rows: list[dict[str, Any]] = []
-    dense_acc: list[float] = []
-    start_acc: list[float] = []
-    curves: list[list[float]] = []
+    for spec in methods:
+        for seed, (start_model, dense, dense_key, _) in dense_runs.items():
+            key = {"dense": dense_key, "method": asdict(spec), "sparsities": [round(s, 6) for s in sparsities],
+                   "retrain_epochs": settings.retrain_epochs}
+            clock = time.perf_counter()
+            found = store.get(f"{task.name}-{spec.label}-seed{seed}.json", key)
+            rows += found if found is not None else store.put(
+                f"{task.name}-{spec.label}-seed{seed}.json", key, _run_method(task, spec, start_model, dense, sparsities, settings, seed))
+            log(f"{task.name} seed {seed}: {spec.label} done ({'cached' if found is not None else f'{time.perf_counter() - clock:.0f} s'})")
+    runs = [dense_runs[seed][3] for seed in settings.seeds]
     change: dict[str, list[float]] = {}
-    for seed in settings.seeds:
-        start_model = task.build(seed)
-        start_acc.append(_test_accuracy(start_model, task, settings.device))
-        seed_everything(seed)
-        run = fit(copy.deepcopy(start_model), task.bundle, task.optimizer, _train_config(settings.epochs, seed, task, settings.device))
-        dense = run.model
-        dense_acc.append(_test_accuracy(dense, task, settings.device))
-        curves.append([row["val_accuracy"] for row in run.history])
-        for name, value in relative_change(start_model, dense).items():
+    for run in runs:
+        for name, value in run["change"].items():
             change.setdefault(name, []).append(value)
-        log(f"{task.name} seed {seed}: dense accuracy {dense_acc[-1]:.3f}")
-        for spec in methods:
-            rows += _run_method(task, spec, start_model, dense, sparsities, settings, seed)
-            log(f"{task.name} seed {seed}: {spec.label} done")
-    return {"task": task.name, "chance": task.chance, "dense": dense_acc, "start": start_acc, "dense_val_curves": curves,
-            "weight_change": change, "rows": rows}
+    return {"task": task.name, "chance": task.chance, "dense": [r["dense"] for r in runs], "start": [r["start"] for r in runs],
+            "dense_val_curves": [r["curve"] for r in runs], "weight_change": change, "rows": rows}
+
+
+class _Cache:
+    """JSON / torch files in a folder, each holding the key it was computed under (a different key is a miss)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def get(self, name: str, key: dict[str, Any]) -> Any:
+        path = None if self.folder is None else self.folder / name
+        if path is None or not path.is_file():
+            return None
+        saved = json.loads(path.read_text()) if path.suffix == ".json" else load_torch(path)
+        return saved["value"] if saved.get("key") == json.loads(json.dumps(key)) else None
+
+    def put(self, name: str, key: dict[str, Any], value: Any) -> Any:
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (write_json if name.endswith(".json") else save_torch)({"key": key, "value": value}, self.folder / name)
+        return value
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """A hash of a model's weights (the cache key of everything trained from it)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _dense_run(task: SmcTask, seed: int, settings: GridSettings, store: _Cache,
+               log: Callable[[str], None]) -> tuple[nn.Module, nn.Module, dict[str, Any], dict[str, Any]]:
+    """The starting model of ``seed``, its dense (fine-)tuned model, their cache key and facts (cached by ``store``)."""
+    start_model = task.build(seed)
+    key = {"task": task.name, "seed": seed, "epochs": settings.epochs, "device": settings.device, "start": _fingerprint(start_model),
+           "train": len(task.bundle.train), "batch_size": task.batch_size,  # type: ignore[arg-type]
+           "optimizer": [type(task.optimizer).__name__, task.optimizer.config.model_dump(mode="json")]}
+    name = f"{task.name}-dense-seed{seed}.pt"
+    saved = store.get(name, key)
+    dense = copy.deepcopy(start_model)
+    if saved is None:
+        seed_everything(seed)
+        run = fit(dense, task.bundle, task.optimizer, _train_config(settings.epochs, seed, task, settings.device))
+        dense = run.model
+        facts = {"start": _test_accuracy(start_model, task, settings.device), "dense": _test_accuracy(dense, task, settings.device),
+                 "curve": [row["val_accuracy"] for row in run.history], "change": relative_change(start_model, dense)}
+        saved = store.put(name, key, {"weights": {k: v.cpu() for k, v in dense.state_dict().items()}, "facts": facts})
+    else:
+        dense.load_state_dict(saved["weights"])
+    log(f"{task.name} seed {seed}: dense accuracy {saved['facts']['dense']:.3f}")
+    return start_model, dense, key, saved["facts"]
 
 
 @torch.no_grad()
