@@ -11,7 +11,7 @@ from oral6_core.components import Adapter, Candidate, GenerativeModel, Predictor
 from oral6_core.hookspecs import hookimpl
 from oral6_core.testing import WorkflowInputs, check_component, tiny_search_task
 
-DASS_TEACHER = ("dass-resnet", {"widths": [8, 8], "depths": [2, 1]})
+DASS_TEACHER = ("dass-resnet", {"widths": [16, 32, 64, 64], "depths": [2, 2, 2, 2]})  # the shipped meta-dataset's teacher
 META = {"episodes": 2, "meta_batch": 1, "query_size": 4, "validate_every": 1, "hidden_channels": 4, "out_channels": 8, "hidden": 8}
 FAST = {
     "predictor": {name: {"num_candidates": 6, **(META if name.startswith("dass") else {})} for name in registry.names("predictor")},
@@ -26,22 +26,11 @@ FAST = {
 }
 
 
-def dass_meta_data(task):
-    """A tiny meta-dataset in the DaSS format: a train and a val task over the teacher's students (made-up accuracies)."""
-    from oral6_dass.metadata import StudentRecord, TaskRecord
-    from oral6_dass.remap import teacher_space
-
-    space, classes = teacher_space(task.teacher), task.bundle.num_classes
-    students = [StudentRecord(a, space.num_params(a, classes), space.flops(a, (8, 8), classes), 0.2 + 0.1 * i, 0.2 + 0.1 * i)
-                for i, a in enumerate(space.sample_many(6, 0))]
-    return None, [TaskRecord(f"kit-{split}", split, task.teacher, 0.5, students) for split in ("train", "val")]
-
-
 def inputs_for(kind, name):
     if kind != "predictor":
         return None
     task = tiny_search_task(*DASS_TEACHER) if registry.lookup("predictor", name)[0].plugin == "dass" else None
-    return WorkflowInputs(task=task, meta_data=dass_meta_data(task) if name.startswith("dass") else None)
+    return WorkflowInputs(task=task)  # DaSS predictors meta-train on their shipped meta-dataset
 
 
 @pytest.mark.parametrize("kind, name", [(k, n) for k in FAST for n in registry.names(k)])
