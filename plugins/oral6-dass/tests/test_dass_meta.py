@@ -15,15 +15,6 @@ from oral6_dass.space import SearchSpace
 SPACE = SearchSpace(1, (8, 8), (2, 2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _synthetic_task(name: str, seed: int, n: int = 24) -> EncodedTask:
     """Accuracy falls with the student's missing width, from the teacher's own accuracy."""
     g = torch.Generator().manual_seed(seed)

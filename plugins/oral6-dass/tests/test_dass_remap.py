@@ -13,15 +13,6 @@ from oral6_dass.space import Architecture, SearchSpace
 SPACE = SearchSpace(1, (16, 32), (3, 2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _teacher() -> DaSSResNet:
     torch.manual_seed(0)
     teacher = DaSSResNet(SPACE, SPACE.teacher, 5)

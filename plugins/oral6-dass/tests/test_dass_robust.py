@@ -16,14 +16,6 @@ from oral6_dass.space import SearchSpace
 SPACE = SearchSpace(1, (8, 16), (2, 2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _teacher(seed: int) -> DaSSResNet:
     torch.manual_seed(seed)
     teacher = DaSSResNet(SPACE, SPACE.teacher, 4)

@@ -21,13 +21,6 @@ from oral6_dass.metadata import EXPORT_NAME, MetaDatasetSettings, build_meta_dat
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 TINY = {"train_tasks": ["digits-0to4"], "val_tasks": ["digits-5to9"], "test_tasks": ["digits-even"], "students_per_task": 4,
         "teacher_widths": [8, 8], "teacher_depths": [2, 1], "teacher_epochs": 1, "distil": {"epochs": 1}}
 

@@ -16,15 +16,6 @@ from oral6_dass.space import WIDTH_MULTIPLIERS, Architecture, SearchSpace
 SPACE = SearchSpace(1, (16, 32, 48), (3, 2, 2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _hook_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     total = 0
 

@@ -13,15 +13,6 @@ import itertools
 from oral6_fishleg.fisher import exact_fisher, fisher_vector_product
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and most steadily on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 DT = torch.float64
 
 

@@ -14,15 +14,6 @@ from oral6_fishleg import BernoulliLikelihood, CategoricalLikelihood, FishLeg, F
 from oral6_fishleg.blocks import DiagonalBlock, KroneckerBlock
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and most steadily on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 DT = torch.float64
 
 

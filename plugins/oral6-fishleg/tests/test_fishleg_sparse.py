@@ -16,14 +16,6 @@ from oral6_fishleg.diagnostics import compare_with_exact
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _learned_error(mask: torch.Tensor, sparse: bool, seed: int = 0, updates: int = 300) -> float:
     """Fit Q(λ) along random directions of the kept coordinates; its mean relative error against (F_SS + γI)⁻¹."""
     torch.manual_seed(seed)

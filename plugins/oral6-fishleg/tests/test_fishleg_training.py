@@ -16,15 +16,6 @@ from typer.testing import CliRunner
 from oral6_fishleg.autoencoders import autoencoder, curves_images
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and most steadily on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
