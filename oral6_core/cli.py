@@ -10,8 +10,9 @@ import signal
 import threading
 from datetime import datetime
 from pathlib import Path
+from contextlib import nullcontext
 from contextvars import ContextVar
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, ContextManager, Literal, Optional
 
 import click
 import typer
@@ -26,7 +27,7 @@ from . import __version__, discovery, registry
 from .config import RunConfig, TrainConfig, load_toml, merge_options, parse_set_options, validate_config
 from .errors import ConfigError, Oral6Error, RunInterrupted
 from .progress import shown
-from .rundir import is_main_process
+from .rundir import RunFolder, is_main_process
 
 console = Console()
 err_console = Console(stderr=True)
@@ -559,6 +560,13 @@ def compose(
 
 # --------------------------------------------------------------------------- workflows
 
+OverwriteOption = typer.Option(False, "--overwrite", help="Replace this workflow's results already in the --out folder.")
+
+
+def _claimed(out: Optional[Path], files: tuple[str, ...], overwrite: bool) -> ContextManager[Any]:
+    """Hold ``out`` for one workflow run: its earlier results there need --overwrite, and a second writer is an error."""
+    return nullcontext() if out is None else RunFolder(out, overwrite=overwrite, files=files, resumable=False)
+
 
 @app.command(rich_help_panel="Workflows")
 def adapt(
@@ -580,6 +588,7 @@ def adapt(
                                        "(default runs/<time>-adapt-<adapter>)."),
     source_checkpoint: Optional[Path] = typer.Option(None, "--source-checkpoint", help="Serve this `oral6 train` checkpoint instead of training a source model (--source and the source options are then ignored)."),
     query_budget: Optional[int] = typer.Option(None, "--query-budget", min=0, help="Most samples the black box answers; one more is an error."),
+    overwrite: bool = OverwriteOption,
     loggers: Optional[list[str]] = LoggerOption,
     progress: bool = ProgressOption,
 ) -> None:
@@ -599,7 +608,7 @@ def adapt(
               "source_epochs": source_epochs, "source_lr": source_lr,
               "source_checkpoint": None if source_checkpoint is None else str(source_checkpoint),
               "blackbox_mode": mode, "k": k, "query_budget": query_budget, "seed": seed, "options": options}
-    with shown(progress):
+    with _claimed(out, ("adapt.json", "student.pt"), overwrite), shown(progress):
         report = run_tracked(spec, out, "adapt", config, lambda logs: workflows.adapt(
             adapter, source or "", target, model or "cnn", source_model, source_epochs, source_lr, mode, k, seed, device, options, out,
             source_checkpoint, query_budget, student))
@@ -620,6 +629,7 @@ def search(
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="predictor.OPTION=V or dataset.OPTION=V."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write search.json (every candidate ranked) and, with --distil, the student "
                                        "as checkpoint.pt (for `oral6 adapt --student`) here (default runs/<time>-search-<predictor>-<dataset>)."),
+    overwrite: bool = OverwriteOption,
     loggers: Optional[list[str]] = LoggerOption,
 ) -> None:
     """Rank candidate student architectures for a teacher and dataset under a size budget."""
@@ -628,8 +638,9 @@ def search(
     out = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-search-{predictor}-{dataset}".replace(":", "_")
     config = {"predictor": predictor, "dataset": dataset, "teacher": str(teacher), "budget_params": budget_params, "top_k": top_k,
               "distil": distil, "seed": seed, "options": options}
-    report = run_tracked(spec, out, "search", config, lambda logs: workflows.search(
-        predictor, dataset, teacher, budget_params, predictor_checkpoint, top_k, distil, seed, device, options, out))
+    with _claimed(out, ("search.json", "checkpoint.pt"), overwrite):
+        report = run_tracked(spec, out, "search", config, lambda logs: workflows.search(
+            predictor, dataset, teacher, budget_params, predictor_checkpoint, top_k, distil, seed, device, options, out))
     table = Table(title=f"Top {len(report['top'])} of {report['candidates']} candidates under the budget")
     for column in ("rank", "candidate", "parameters", "score"):
         table.add_column(column, justify="right" if column != "candidate" else "left")
@@ -651,6 +662,7 @@ def fit_generative(
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the model's own device option)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="model.OPTION=V or dataset.OPTION=V."),
+    overwrite: bool = OverwriteOption,
     loggers: Optional[list[str]] = LoggerOption,
     progress: bool = ProgressOption,
 ) -> None:
@@ -669,7 +681,7 @@ def fit_generative(
 
         return workflows.fit_generative(model, dataset, out, seed, options, on_row, device, summary.update)
 
-    with shown(progress):
+    with _claimed(out, ("metrics.json", "model.pt"), overwrite), shown(progress):
         rows, out_dir = run_tracked(spec, out, "fit-generative", config, run)
     columns = list(rows[0]) if rows else []
     table = _numbers_table("Disentanglement after each environment", columns)
@@ -690,6 +702,7 @@ def represent(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="representation.OPTION=V."),
+    overwrite: bool = OverwriteOption,
     loggers: Optional[list[str]] = LoggerOption,
     progress: bool = ProgressOption,
 ) -> None:
@@ -697,7 +710,8 @@ def represent(
     spec, sets = logger_options(loggers, sets)
     options = parse_set_options(sets, ("representation",))
     config = {"method": method, "checkpoint": str(checkpoint), "model": model, "data": data, "seed": seed, "options": options}
-    with shown(progress):
+    outputs = (f"{method}-represent.json", f"{method}-representation.pt")
+    with _claimed(out or (checkpoint.parent if checkpoint.is_file() else None), outputs, overwrite), shown(progress):
         report = run_tracked(spec, out or checkpoint.parent, "represent", config, lambda logs: workflows.represent(
             method, checkpoint, model, data, out, seed, device, options))
     _print_pairs("Weight representation", report)

@@ -29,13 +29,17 @@ class RunFolder:
     """Claims ``path`` for one run while used as a context manager (on the main process only).
 
     ``resume`` continues the run already there, ``overwrite`` deletes its files first; without
-    either, a folder holding any of ``RUN_FILES`` is an error rather than silently mixed or replaced.
+    either, a folder holding any of ``files`` (a training run's ``RUN_FILES`` by default; a workflow
+    names its own outputs and ``resumable=False``) is an error rather than silently mixed or replaced.
     """
 
-    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False, files: tuple[str, ...] = RUN_FILES,
+                 resumable: bool = True) -> None:
         if resume and overwrite:
             raise RunFolderError("--resume and --overwrite exclude each other: resume continues a run, overwrite replaces it.")
         self.path, self.resume, self.overwrite = Path(path), resume, overwrite
+        self.files, self.resumable = files, resumable
+        self._created = False
         self.active = is_main_process()
         self._lock: FileLock | None = None
 
@@ -55,18 +59,18 @@ class RunFolder:
 
     def _refuse_existing(self) -> list[str]:
         """The run files already in the folder; an error when there are some and neither flag was given."""
-        found = [name for name in RUN_FILES if (self.path / name).exists()]
+        found = [name for name in self.files if (self.path / name).exists()]
         if found and not (self.resume or self.overwrite):
-            raise RunFolderError(
-                f"{self.path} already holds a run ({', '.join(found)}). Continue it with --resume {self.path}, "
-                f"replace it with --overwrite, or pick another --out."
-            )
+            fixes = (f"Continue it with --resume {self.path}, replace it with --overwrite," if self.resumable
+                     else "Replace them with --overwrite")
+            raise RunFolderError(f"{self.path} already holds a run ({', '.join(found)}). {fixes} or pick another --out.")
         return found
 
     def __enter__(self) -> "RunFolder":
         if not self.active:
             return self
         check_writable(self.path)
+        self._created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -80,17 +84,25 @@ class RunFolder:
         try:
             found = self._refuse_existing()  # again, now that no other process can change the folder
         except BaseException:
-            self.__exit__()
+            self.__exit__(RunFolderError)
             raise
         if self.overwrite:
             for name in found:
                 (self.path / name).unlink()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any = None, *exc: Any) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if exc_type is not None and self._created and self.active:
+            self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        """A run that failed before writing anything leaves no folder behind (only the one this run created)."""
+        if [p.name for p in self.path.iterdir()] in ([], [LOCK]):
+            (self.path / LOCK).unlink(missing_ok=True)
+            self.path.rmdir()
 
     def _busy(self) -> RunFolderError:
         return RunFolderError(

@@ -280,5 +280,6 @@ def test_represent_rebuilds_and_reports_sizes(cli, workflow_plugin, tmp_path):
     record = json.loads((tmp_path / "test-stored-represent.json").read_text())
     assert record["compression_ratio"] == 1.0 and record["options"]["model"] == "mlp"
     assert record["outputs"] == {"representation": "test-stored-representation.pt"}
-    code, out = cli("represent", "--method", "test-stored", "--checkpoint", tmp_path / "checkpoint.pt", "--model", "cnn")
-    assert code == 2 and "holds a 'mlp' model" in out
+    code, out = cli("represent", "--method", "test-stored", "--checkpoint", tmp_path / "checkpoint.pt", "--model", "cnn",
+                    "--out", tmp_path / "other")
+    assert code == 2 and "holds a 'mlp' model" in out and not (tmp_path / "other").exists()

@@ -15,7 +15,8 @@ import torch
 from oral6_core import io, registry
 from oral6_core.components import DatasetSource, OptimizerFactory
 from oral6_core.config import RunConfig, TrainConfig
-from oral6_core.errors import ConfigError, RunInterrupted, WriteError
+from oral6_core.errors import ConfigError, RunFolderError, RunInterrupted, WriteError
+from oral6_core.rundir import RunFolder
 from oral6_core.hookspecs import hookimpl
 from oral6_core.metrics import evaluate
 from oral6_core.training import BEST, CHECKPOINT, fit, train
@@ -154,6 +155,21 @@ def test_a_run_folder_needs_resume_or_overwrite_and_bad_out_paths_are_clear(cli,
     assert code == 2 and "is an existing file, not a folder" in out
     code, out = cli("train", "--out", a_file / "run", *TINY)
     assert code == 2 and "is a file, not a folder" in out and "Traceback" not in out
+
+
+def test_a_workflow_folder_needs_overwrite_and_a_run_that_fails_early_leaves_no_folder(tmp_path):
+    out, outputs = tmp_path / "search", ("search.json", "checkpoint.pt")
+    with pytest.raises(ValueError), RunFolder(out, files=outputs, resumable=False):
+        raise ValueError("the workflow failed before writing anything")
+    assert not out.exists()
+    with RunFolder(out, files=outputs, resumable=False):
+        (out / "search.json").write_text("{}")
+    with pytest.raises(RunFolderError, match=r"already holds a run \(search\.json\)\. Replace them with --overwrite or pick"):
+        with RunFolder(out, files=outputs, resumable=False):
+            pass
+    with pytest.raises(ValueError), RunFolder(out, files=outputs, resumable=False, overwrite=True):
+        raise ValueError("failed after replacing")
+    assert out.is_dir() and not (out / "search.json").exists()  # a folder this run did not create stays
 
 
 def test_workflow_outputs_that_cannot_be_written_are_clear_errors(cli, tmp_path):

@@ -21,6 +21,12 @@ def test_search_distils_a_student_checkpoint_that_beta_adapts(cli, tmp_path):
                     "--set", "predictor.num_candidates=20", "--set", "predictor.distil_epochs=1")
     assert code == 0, out
     record = json.loads((search / "search.json").read_text())
+    again = ("search", "--predictor", "params", "--dataset", "printed-digits", "--teacher", teacher / "checkpoint.pt",
+             "--budget-params", "3000", "--device", "cpu", "--out", search, "--set", "dataset.per_class=30",
+             "--set", "predictor.num_candidates=20")
+    code, out = cli(*again)
+    assert code == 2 and "already holds a run (search.json, checkpoint.pt)" in out and "--overwrite" in out
+    assert json.loads((search / "search.json").read_text()) == record, "a refused search must leave the folder as it was"
     chosen = record["ranked"][0]
     student, run = load_trained_model(search / "checkpoint.pt")
     assert run["model"] == "dass-resnet" and run["options"]["model"]["widths"] == [8, 8]
@@ -42,3 +48,7 @@ def test_search_distils_a_student_checkpoint_that_beta_adapts(cli, tmp_path):
     code, out = cli("adapt", "--adapter", "beta", "--source-checkpoint", teacher / "checkpoint.pt", "--target", "digits",
                     "--student", search / "checkpoint.pt", "--model", "mlp")
     assert code == 2 and "give one of them" in out
+
+    code, out = cli(*again, "--overwrite")
+    assert code == 0, out
+    assert not (search / "checkpoint.pt").exists(), "--overwrite replaces the earlier search's outputs"
