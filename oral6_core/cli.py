@@ -7,7 +7,9 @@ import json
 import types
 import typing
 import signal
+import sys
 import threading
+import warnings
 from datetime import datetime
 from pathlib import Path
 from contextlib import nullcontext
@@ -746,6 +748,13 @@ def _print_pairs(title: str, report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- plugin commands
 
 
+def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   file: typing.TextIO | None = None, line: str | None = None) -> None:
+    """Print a Python warning as one plain paragraph (no source path or code line) for command-line users."""
+    print(f"Warning: {message}", file=file or sys.stderr)
+
+
 def main() -> None:
     """Console-script entry point."""
+    warnings.showwarning = _print_warning
     app()

@@ -283,3 +283,20 @@ def test_represent_rebuilds_and_reports_sizes(cli, workflow_plugin, tmp_path):
     code, out = cli("represent", "--method", "test-stored", "--checkpoint", tmp_path / "checkpoint.pt", "--model", "cnn",
                     "--out", tmp_path / "other")
     assert code == 2 and "holds a 'mlp' model" in out and not (tmp_path / "other").exists()
+
+
+def test_console_script_prints_warnings_as_one_plain_line(monkeypatch, capsys):
+    import warnings
+
+    from oral6_core import cli as cli_module
+
+    def warn_like_a_workflow() -> None:
+        warnings.warn("the predictor has not converged; raise --set representation.steps", UserWarning)
+
+    monkeypatch.setattr(cli_module, "app", warn_like_a_workflow)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        cli_module.main()
+    err = capsys.readouterr().err
+    assert err == "Warning: the predictor has not converged; raise --set representation.steps\n"
