@@ -21,14 +21,14 @@ dass_app = typer.Typer(no_args_is_help=True, help="DaSS: build the meta-dataset 
 def tasks() -> None:
     """List the offline tasks a meta-dataset can hold (usable as --dataset dass-task --set dataset.task=NAME)."""
     from .metadata import MetaDatasetSettings
-    from .tasks import TASKS
+    from .tasks import TASKS, task_family
 
     default = MetaDatasetSettings().splits()
     table = Table()
-    for column in ("task", "default split"):
+    for column in ("task", "family", "default split"):
         table.add_column(column)
     for name in TASKS:
-        table.add_row(name, default.get(name, "-"))
+        table.add_row(name, task_family(name), default.get(name, "-"))
     console.print(table)
 
 
