@@ -88,3 +88,23 @@ def test_search_scores_warn_about_an_unusual_teacher(capsys):
     scores = predictor.predict(task_candidates(task, SPACE.sample_many(6, 1)), task)
     assert scores.shape == (6,) and any("RMS" in w for w in predictor.warnings)
     assert "Warning (dass): the teacher's last-stage features have RMS" in " ".join(capsys.readouterr().err.split())
+
+
+def test_search_scores_are_the_raw_network_outputs_neither_clamped_nor_calibrated():
+    from oral6_core import registry
+    from oral6_core.components import SearchTask
+    from oral6_dass.candidates import task_candidates
+    from oral6_dass.tasks import load_task
+
+    predictor = registry.create("predictor", "dass", {"hidden_channels": 8, "out_channels": 8, "arch_features": 8, "hidden": 16,
+                                                      "adapt": False})
+    torch.manual_seed(0)
+    predictor.learner = predictor._new_learner(SPACE)
+    predictor.learner.net.head[2].bias.data += 5.0  # every score far above any accuracy
+    task = SearchTask(load_task("digits-1478"), _teacher(1), 0.75)
+    archs = SPACE.sample_many(6, 1)
+    scores = predictor.predict(task_candidates(task, archs), task)
+    encoded = encode_task(task.bundle.name, task.teacher, archs, 0.75, (1, 8, 8), 0)
+    raw = predictor.learner.net(encoded.student_maps, encoded.student_archs, encoded.teacher_map)
+    assert torch.allclose(scores, raw) and scores.min() > 1 and len(set(scores.tolist())) == 6
+    assert any("6 of 6 scores fall outside [0, 1]: read them as a ranking" in w for w in predictor.warnings)

@@ -15,6 +15,7 @@ from oral6_core.config import RunConfig, TrainConfig
 from oral6_core.errors import CheckpointError, ConfigError
 from oral6_core.training import train
 from oral6_core.workflows import search
+from oral6_dass.benchmark import REFERENCE
 from oral6_dass.meta import rank_correlations
 from oral6_dass.metadata import EXPORT_NAME, MetaDatasetSettings, build_meta_dataset, load_meta_dataset
 
@@ -127,6 +128,6 @@ def test_benchmark_quick(tmp_path, meta_dir):
     result = run_benchmark("dass-unseen", tmp_path, quick=True, options={"meta": str(meta_dir / EXPORT_NAME)})
     assert all(f.is_file() for f in result.files)
     names = {r["predictor"] for r in result.rows if r["table"] == "correlation"}
-    assert names == {"noise ceiling", "dass", "dass-no-func", "params", "flops", "synflow", "snip", "grad-norm", "naswot"}
+    assert names == {"noise ceiling", REFERENCE, "dass", "dass-no-func", "params", "flops", "synflow", "snip", "grad-norm", "naswot"}
     assert any(r["table"] == "pick" for r in result.rows) and any(r["table"] == "timing" for r in result.rows)
     assert len(result.claims) == 5 and "digits-even" in result.markdown and "noise ceiling" in result.markdown

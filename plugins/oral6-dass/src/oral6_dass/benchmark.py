@@ -26,8 +26,9 @@ from .meta import rank_correlations
 from .metadata import TaskRecord, load_meta_dataset
 from .network import DaSSResNet
 from .predictor import DaSSPredictor
-from .tasks import load_task
+from .tasks import load_task, task_family
 
+REFERENCE = "training-task mean (reference)"
 BASELINES = ("params", "flops", "synflow", "snip", "grad-norm", "naswot")
 META_PREDICTORS: dict[str, tuple[str, dict[str, Any]]] = {
     "dass": ("dass", {}),
@@ -103,7 +104,7 @@ class DaSSUnseen(Benchmark):
                 else:
                     proxy_seen[name].append(statistics.mean(rank_correlations(x, r.labels)[0] for x in runs))
 
-        corr_rows = self._correlations(scores, unseen, seeds)
+        corr_rows = self._correlations(scores, unseen, [r for r in records if r.split == "train"])
         best_proxy = max(BASELINES, key=lambda n: statistics.mean(proxy_seen[n]) if proxy_seen[n] else 0.0)
         pick_rows = self._picks(scores, unseen, best_proxy)
         timing = self._timing(trained["dass"][0], unseen[0], space, 20 if quick else c.timing_candidates)
@@ -123,8 +124,12 @@ class DaSSUnseen(Benchmark):
             "DaSS's pick distils to a higher test accuracy than the best proxy's pick": mean_pick["dass pick"] > mean_pick["best-proxy pick"],
         }
         ceilings = ", ".join(f"{r.name} {r.ceiling:.2f}" for r in unseen if r.ceiling is not None)
+        seen_families = {task_family(r.name) for r in seen}
+        related = [r.name for r in unseen if task_family(r.name) in seen_families]
+        families = (f"unseen tasks with a relative (same family) among the training or validation tasks: {', '.join(related)}" if related
+                    else "no unseen task has a relative (same family) among the training or validation tasks")
         size = (f"Meta-dataset: {len(records)} tasks ({len(settings.train_tasks)} train, {len(settings.val_tasks)} validation, "
-                f"{len(unseen)} unseen: {', '.join(r.name for r in unseen)}), {len(records[0].students)} students each, "
+                f"{len(unseen)} unseen: {', '.join(r.name for r in unseen)}; {families}), {len(records[0].students)} students each, "
                 f"distilled {settings.repeats}× ({settings.distil.epochs} epochs, {settings.distil.schedule} learning rate); labels are the "
                 f"mean of the repeats; noise ceiling (Spearman between two distillations): {ceilings or 'n/a'}.")
         meta_line = (f"Meta-training: {episodes or 'default'} episodes, {meta_seconds:.1f}s per run; runs whose kept checkpoint beat the "
@@ -133,8 +138,11 @@ class DaSSUnseen(Benchmark):
                        f"distilling one student took {timing['distil_seconds']:.2f}s "
                        f"(scoring {timing['candidates']} = {timing['ratio']:.2f}× one distillation).")
         columns = ["predictor", *[r.name for r in unseen], "mean spearman", "sd over seeds", "mean pearson"]
-        markdown = (f"Spearman (ρ) of predicted vs distilled accuracy on the unseen tasks, mean over seeds {seeds} (meta-training "
-                    f"seeds; initialisation seeds of the zero-cost proxies); the first row is the noise ceiling.\n\n"
+        markdown = (f"Spearman (ρ) between each predictor's scores and the distilled accuracies of the unseen tasks' students, mean over "
+                    f"seeds {seeds} (meta-training "
+                    f"seeds; initialisation seeds of the zero-cost proxies); the first row is the noise ceiling; the second "
+                    f"is not a predictor but a reference: the Spearman of each unseen task's labels with the same students' mean "
+                    f"accuracy over the training tasks (how far one task-independent ranking of these students goes).\n\n"
                     + markdown_table(corr_rows, columns)
                     + f"\nTest accuracy (mean of the repeats) of the student each method picks under a budget of the median student "
                     f"size; random is the expectation over the students under the budget; the best proxy ({best_proxy}) is the one "
@@ -150,13 +158,20 @@ class DaSSUnseen(Benchmark):
         predictor.fit(meta)
         return predictor
 
-    def _correlations(self, scores: dict[str, dict[str, list[torch.Tensor]]], unseen: list[TaskRecord], seeds: list[int]) -> list[dict[str, Any]]:
+    def _correlations(self, scores: dict[str, dict[str, list[torch.Tensor]]], unseen: list[TaskRecord],
+                      train: list[TaskRecord]) -> list[dict[str, Any]]:
+        """The noise ceiling, the reference ranking of the training tasks, then one row per predictor."""
         ceiling: dict[str, Any] = {"predictor": "noise ceiling"}
         for r in unseen:
             ceiling[r.name] = "-" if r.ceiling is None else r.ceiling
         known = [v for v in ceiling.values() if isinstance(v, float)]
         ceiling.update({"mean spearman": statistics.mean(known) if known else None, "sd over seeds": "-", "mean pearson": "-"})
-        rows = [ceiling]
+        # The same students' mean accuracy over the training tasks: how far one task-independent ranking goes.
+        train_mean = torch.stack([t.labels for t in train]).mean(0)
+        reference: dict[str, Any] = {"predictor": REFERENCE, **{r.name: rank_correlations(train_mean, r.labels)[0] for r in unseen}}
+        reference.update({"mean spearman": statistics.mean(reference[r.name] for r in unseen), "sd over seeds": "-",
+                          "mean pearson": statistics.mean(rank_correlations(train_mean, r.labels)[1] for r in unseen)})
+        rows = [ceiling, reference]
         for name, per_task in scores.items():
             row: dict[str, Any] = {"predictor": name}
             per_seed = [[rank_correlations(per_task[r.name][i], r.labels)[0] for r in unseen] for i in range(len(per_task[unseen[0].name]))]
@@ -203,13 +218,14 @@ class DaSSUnseen(Benchmark):
 
     def _plot_bars(self, rows: list[dict[str, Any]], unseen: list[TaskRecord], out_dir: Path) -> Path:
         fig, ax = new_figure(figsize=(7, 3.4))
-        shown = [r for r in rows if r["predictor"] != "noise ceiling"]
+        shown = [r for r in rows if r["predictor"] not in ("noise ceiling", REFERENCE)]
         ax.bar([r["predictor"] for r in shown], [r["mean spearman"] for r in shown], yerr=[r["sd over seeds"] for r in shown],
                color=["C3" if r["predictor"].startswith("dass") else "C0" for r in shown])
         ceiling = rows[0]["mean spearman"]
         if ceiling is not None:
             ax.axhline(ceiling, color="k", ls="--", lw=1, label="noise ceiling")
-            ax.legend()
+        ax.axhline(rows[1]["mean spearman"], color="C2", ls=":", lw=1.5, label="training tasks' mean accuracy (same students)")
+        ax.legend(fontsize=7)
         ax.set_ylabel("mean Spearman on unseen tasks")
         ax.axhline(0, color="k", lw=0.5)
         ax.tick_params(axis="x", rotation=60)
@@ -220,6 +236,6 @@ class DaSSUnseen(Benchmark):
         for ax, r in zip(axes[0], unseen):
             ax.scatter(scores[r.name][0].numpy(), r.labels.numpy(), s=12)
             ax.set_title(r.name)
-            ax.set_xlabel("DaSS prediction")
+            ax.set_xlabel("DaSS score")
             ax.set_ylabel("distilled accuracy")
-        return save_figure(fig, out_dir / "dass-predicted-vs-actual.png")
+        return save_figure(fig, out_dir / "dass-score-vs-accuracy.png")

@@ -21,14 +21,14 @@ dass_app = typer.Typer(no_args_is_help=True, help="DaSS: build the meta-dataset 
 def tasks() -> None:
     """List the offline tasks a meta-dataset can hold (usable as --dataset dass-task --set dataset.task=NAME)."""
     from .metadata import MetaDatasetSettings
-    from .tasks import TASKS
+    from .tasks import TASKS, task_family
 
     default = MetaDatasetSettings().splits()
     table = Table()
-    for column in ("task", "default split"):
+    for column in ("task", "family", "default split"):
         table.add_column(column)
     for name in TASKS:
-        table.add_row(name, default.get(name, "-"))
+        table.add_row(name, task_family(name), default.get(name, "-"))
     console.print(table)
 
 
@@ -89,10 +89,13 @@ def meta_train(
     out: Path = typer.Option(Path("runs/dass.pt"), "--out", help="Where to write the predictor checkpoint."),
     predictor: str = typer.Option("dass", "--predictor", help="dass or dass-no-func."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda (the network is tiny: cpu is fastest)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads (the network is tiny: more threads mostly add overhead)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="predictor.OPTION=VALUE, e.g. predictor.episodes=2000."),
 ) -> None:
     """Meta-train the predictor (teacher-guided MAML); keeps the checkpoint with the best Spearman on the held-out
     validation tasks, and warns when no checkpoint beats the untrained network."""
+    import torch
+
     from oral6_core.training import resolve_device
 
     from .meta import rank_correlations
@@ -104,6 +107,7 @@ def meta_train(
     if not isinstance(model, DaSSPredictor):
         raise ConfigError(f"Predictor {predictor!r} is training-free; meta-train dass or dass-no-func.")
     settings, records = load_meta_dataset(meta)
+    torch.set_num_threads(threads)
     model.fit((settings, records), resolve_device(device))
     model.save(out)
     assert model.history is not None and model.learner is not None

@@ -45,7 +45,7 @@ from .tasks import TASK_INPUT_SHAPE, TASKS, load_task
 
 Split = Literal["train", "val", "test"]
 FORMAT = 1
-SHIPPED = Path(__file__).parent / "data" / "meta-dataset-v1.json"
+SHIPPED = Path(__file__).parent / "data" / "meta-dataset-v2.json"
 EXPORT_NAME = "meta-dataset.json"
 # Settings that may change between builds into one folder (adding tasks, students or repeats extends it).
 EXTENSIBLE = ("train_tasks", "val_tasks", "test_tasks", "students_per_task", "repeats")
@@ -57,11 +57,12 @@ class MetaDatasetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     train_tasks: list[str] = Field(
-        ["shapes-4", "shapes-6-noisy", "dots-4", "dots-4-noisy", "dots-6", "stripes-noisy"],
+        ["shapes-4", "shapes-4-noisy", "shapes-6", "shapes-6-noisy", "stripes", "stripes-noisy", "textures-4", "scales",
+         "pairs", "quadrants"],
         description="Tasks the predictor is meta-trained on.")
-    val_tasks: list[str] = Field(["shapes-4-noisy"], description="Held-out tasks that select the meta-training checkpoint.")
-    test_tasks: list[str] = Field(["shapes-6", "stripes", "textures-4"], description="Unseen tasks, held out whole.")
-    students_per_task: int = Field(16, ge=2, description="Distilled students per task (the same students in every task).")
+    val_tasks: list[str] = Field(["landolt"], description="Held-out tasks that select the meta-training checkpoint.")
+    test_tasks: list[str] = Field(["arrows", "glyphs", "symmetry-noisy"], description="Unseen tasks, held out whole.")
+    students_per_task: int = Field(32, ge=2, description="Distilled students per task (the same students in every task).")
     repeats: int = Field(2, ge=1, description="Independent distillations per student (the label is their mean; 2+ gives the noise ceiling).")
     teacher_widths: list[int] = Field([16, 32, 64, 64], min_length=1, description="Teacher channels per stage.")
     teacher_depths: list[int] = Field([2, 2, 2, 2], min_length=1, description="Teacher blocks per stage (students keep 1..d).")

@@ -119,11 +119,13 @@ class DaSSPredictor(StudentSearchPredictor):
         return self.learner.to(task.device)
 
     def predict(self, candidates: Sequence[Candidate], task: SearchTask) -> Tensor:
-        """Adapt on the teacher (its encoding and accuracy), then predict each student's distilled validation accuracy.
+        """Adapt on the teacher (its encoding and accuracy), then score each student: higher means a higher expected
+        distilled accuracy.
 
-        The scores are the network's outputs in accuracy units, not clamped (clamping would tie the
-        ranking); a warning goes to stderr when the teacher is unlike every meta-training teacher
-        or a score falls outside [0, 1]."""
+        Scores are the network's raw outputs (trained to regress the distilled validation accuracy),
+        neither calibrated nor clamped (clamping would tie the ranking): read them as a ranking. A
+        warning goes to stderr when the teacher is unlike every meta-training teacher or a score
+        falls outside [0, 1]."""
         learner = self._ready(task)
         students = as_students(candidates)
         encoded = encode_task(task.bundle.name, task.teacher.to(task.device), [s.arch for s in students], task.teacher_accuracy,

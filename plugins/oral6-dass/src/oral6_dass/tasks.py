@@ -1,9 +1,12 @@
-"""Offline tasks for the meta-dataset: digit class subsets and transforms, procedural shapes and textures.
+"""Offline tasks for the meta-dataset: digit class subsets and transforms, procedural image families.
 
 Every task gives 1×8×8 grey images in [0, 1], so one teacher family serves them all. The
-procedural families (shapes, textures, dot counting; 4 or 6 classes; two noise levels) draw
-their images at 16×16 and pool them to 8×8. The
-dataset ``dass-task`` exposes each task to ``oral6 train`` (``--set dataset.task=NAME``).
+procedural families draw their images at 16×16 and pool them to 8×8: shapes, textures, stripes
+and dot counting (several class counts and noise levels each), and single-task families: smooth
+random patterns of four scales, Landolt rings, arrows, letters, pairs of discs, a bright
+quadrant in noise and mirror symmetries. A task's family is its name up to the first hyphen
+(``task_family``); the shipped meta-dataset holds out whole families. The dataset ``dass-task`` exposes each task to ``oral6 train``
+(``--set dataset.task=NAME``).
 """
 
 from __future__ import annotations
@@ -142,6 +145,92 @@ def _dots(labels: Tensor, g: torch.Generator) -> Tensor:
     return img
 
 
+def _rotated_coords(n: int, g: torch.Generator, angles: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates (u along ``angles``, v across) around a random centre in the middle 6×6 pixels."""
+    yy, xx = _grid(n)
+    cy, cx = (5 + 6 * torch.rand(2, n, generator=g)).view(2, n, 1, 1)
+    c, s = torch.cos(angles).view(n, 1, 1), torch.sin(angles).view(n, 1, 1)
+    return (xx - cx) * c + (yy - cy) * s, (yy - cy) * c - (xx - cx) * s
+
+
+def _arrows(labels: Tensor, g: torch.Generator) -> Tensor:
+    """An arrow pointing in one of 8 directions (label · 45°, ±5° jitter), random length and position."""
+    n = len(labels)
+    u, v = _rotated_coords(n, g, labels.float() * math.pi / 4 + 0.17 * (torch.rand(n, generator=g) - 0.5))
+    half = (3 + 2 * torch.rand(n, generator=g)).view(n, 1, 1)
+    shaft = (v.abs() <= 0.8) & (u >= -half) & (u <= half)
+    head = (u <= half + 1) & (u >= half - 2.5) & (v.abs() <= half + 1 - u)
+    return (shaft | head).float()
+
+
+# A 3×5 pixel font of the glyph task's letters.
+_FONT = {"C": "111100100100111", "E": "111100111100111", "H": "101101111101101", "L": "100100100100111",
+         "T": "111010010010010", "U": "101101101101111", "Z": "111001010100111", "X": "101101010101101"}
+
+
+def _glyphs(labels: Tensor, g: torch.Generator) -> Tensor:
+    """A letter (C E H L T U Z X, by label) of a 3×5 font drawn at 2× (6×10 pixels) at a random position."""
+    n = len(labels)
+    font = torch.tensor([[int(b) for b in bits] for bits in _FONT.values()], dtype=torch.float).view(-1, 5, 3)
+    big = font.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    img = torch.zeros(n, 16, 16)
+    top, left = torch.randint(0, 7, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)
+    for i in range(n):
+        img[i, top[i]:top[i] + 10, left[i]:left[i] + 6] = big[labels[i]]
+    return img
+
+
+def _pairs(labels: Tensor, g: torch.Generator) -> Tensor:
+    """Two discs side by side, one above the other, or along either diagonal (by label); random spacing and position."""
+    n = len(labels)
+    yy, xx = _grid(n)
+    half = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.71, 0.71], [0.71, -0.71]])[labels] * (3 + 2 * torch.rand(n, 1, generator=g))
+    centre = 4 + 8 * torch.rand(n, 2, generator=g)
+    centre = torch.maximum(torch.minimum(centre, 14 - half.abs()), 2 + half.abs())
+    r2 = ((1.5 + torch.rand(n, generator=g)) ** 2).view(n, 1, 1)
+    discs = [((yy - c[:, :1, None]) ** 2 + (xx - c[:, 1:, None]) ** 2) <= r2 for c in (centre - half, centre + half)]
+    return (discs[0] | discs[1]).float()
+
+
+def _landolt(labels: Tensor, g: torch.Generator) -> Tensor:
+    """A ring (Landolt C) with its gap on one of 4 sides (by label), random radius and position."""
+    n = len(labels)
+    u, v = _rotated_coords(n, g, labels.float() * math.pi / 2)
+    r = (3.5 + 2 * torch.rand(n, generator=g)).view(n, 1, 1)
+    dist = (u**2 + v**2).sqrt()
+    return ((dist <= r) & (dist >= r - 1.8) & ~((u > 0) & (v.abs() <= 1.3))).float()
+
+
+def _scales(labels: Tensor, g: torch.Generator) -> Tensor:
+    """Smooth random grey patterns: a random 8×8, 4×4, 3×3 or 2×2 grid (by label) bilinearly upsampled to 16×16."""
+    n = len(labels)
+    img = torch.zeros(n, 16, 16)
+    for k, size in enumerate((8, 4, 3, 2)):
+        rows = labels == k
+        grid = torch.rand(int(rows.sum()), 1, size, size, generator=g)
+        img[rows] = F.interpolate(grid, size=(16, 16), mode="bilinear", align_corners=True)[:, 0]
+    return img
+
+
+def _symmetry(labels: Tensor, g: torch.Generator) -> Tensor:
+    """Random 2×2-pixel blocks mirrored left-right, mirrored top-bottom, turned 180° or left as they are (by label)."""
+    n = len(labels)
+    img = (torch.rand(n, 8, 8, generator=g) < 0.4).float().repeat_interleave(2, 1).repeat_interleave(2, 2)
+    made = [torch.cat([img[:, :, :8], img[:, :, :8].flip(2)], 2), torch.cat([img[:, :8], img[:, :8].flip(1)], 1),
+            torch.cat([img[:, :8], img[:, :8].flip(1, 2)], 1), img]
+    return torch.stack(made)[labels, torch.arange(n)]
+
+
+def _quadrants(labels: Tensor, g: torch.Generator) -> Tensor:
+    """Grey noise whose brightest quadrant (by label) is raised by 0.15 to 0.3."""
+    n = len(labels)
+    img = 0.35 + 0.3 * torch.rand(n, 16, 16, generator=g)
+    lift = (0.15 + 0.15 * torch.rand(n, 1, 1, generator=g))
+    yy, xx = _grid(n)
+    inside = ((yy >= 8) == (labels // 2).view(n, 1, 1).bool()) & ((xx >= 8) == (labels % 2).view(n, 1, 1).bool())
+    return (img + lift * inside).clamp(0, 1)
+
+
 def _procedural(draw: Callable[[Tensor, torch.Generator], Tensor], classes: int, n: int, noise: float) -> Callable[[int], Arrays]:
     def make(seed: int) -> Arrays:
         g = torch.Generator().manual_seed(seed)
@@ -176,7 +265,19 @@ TASKS: dict[str, Callable[[int], Arrays]] = {
        for suffix, noise in (("", 0.3), ("-noisy", 0.5))},
     **{f"dots-{k}{suffix}": _procedural(_dots, k, sum(PROCEDURAL_SPLIT), noise)
        for k in (4, 6) for suffix, noise in (("", 0.2), ("-noisy", 0.4))},
+    "scales": _procedural(_scales, 4, sum(PROCEDURAL_SPLIT), 0.15),
+    "landolt": _procedural(_landolt, 4, sum(PROCEDURAL_SPLIT), 0.25),
+    "arrows": _procedural(_arrows, 8, sum(PROCEDURAL_SPLIT), 0.2),
+    "glyphs": _procedural(_glyphs, 8, sum(PROCEDURAL_SPLIT), 0.2),
+    "pairs": _procedural(_pairs, 4, sum(PROCEDURAL_SPLIT), 0.45),
+    "quadrants": _procedural(_quadrants, 4, sum(PROCEDURAL_SPLIT), 0.35),
+    **{f"symmetry{suffix}": _procedural(_symmetry, 4, sum(PROCEDURAL_SPLIT), noise) for suffix, noise in (("", 0.2), ("-noisy", 0.35))},
 }
+
+
+def task_family(name: str) -> str:
+    """The family of a task: tasks of one family differ only in class count, noise level or transform."""
+    return name.split("-")[0]
 
 
 @functools.lru_cache(maxsize=32)
