@@ -130,4 +130,7 @@ def test_benchmark_quick(tmp_path, meta_dir):
     names = {r["predictor"] for r in result.rows if r["table"] == "correlation"}
     assert names == {"noise ceiling", REFERENCE, "dass", "dass-no-func", "params", "flops", "synflow", "snip", "grad-norm", "naswot"}
     assert any(r["table"] == "pick" for r in result.rows) and any(r["table"] == "timing" for r in result.rows)
+    fit = {r["predictor"]: r for r in result.rows if r["table"] == "fit"}
+    assert set(fit) == {"dass", "dass-no-func"} and all(-1 <= r["training tasks"] <= 1 for r in fit.values())
+    assert fit["dass"]["unseen tasks"] == next(r["mean spearman"] for r in result.rows if r.get("predictor") == "dass")
     assert len(result.claims) == 5 and "digits-even" in result.markdown and "noise ceiling" in result.markdown

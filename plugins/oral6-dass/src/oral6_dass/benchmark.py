@@ -111,6 +111,7 @@ class DaSSUnseen(Benchmark):
         files = [self._plot_bars(corr_rows, unseen, out_dir), self._plot_scatter(scores["dass"], unseen, out_dir)]
 
         by_name = {r["predictor"]: r for r in corr_rows}
+        fit_rows = self._fit_vs_transfer(trained, seen, space, by_name)
         proxies_best = max(by_name[n]["mean spearman"] for n in BASELINES)
         mean_pick = {k: statistics.mean(r[k] for r in pick_rows) for k in ("dass pick", "random pick", "largest", "best-proxy pick")}
         improved = {name: sum(m.history.improved for m in models) for name, models in trained.items()}
@@ -144,11 +145,15 @@ class DaSSUnseen(Benchmark):
                     f"is not a predictor but a reference: the Spearman of each unseen task's labels with the same students' mean "
                     f"accuracy over the training tasks (how far one task-independent ranking of these students goes).\n\n"
                     + markdown_table(corr_rows, columns)
+                    + "\nFit against transfer: mean Spearman of each meta-trained predictor on the tasks it was trained on, on the "
+                    "validation task that selected its checkpoint, and on the unseen tasks (mean over the same seeds).\n\n"
+                    + markdown_table(fit_rows)
                     + f"\nTest accuracy (mean of the repeats) of the student each method picks under a budget of the median student "
                     f"size; random is the expectation over the students under the budget; the best proxy ({best_proxy}) is the one "
                     f"with the best mean Spearman on the training and validation tasks.\n\n" + markdown_table(pick_rows)
                     + f"\n{meta_line}\n\n{timing_line}\n\n{size}\n")
-        rows: list[dict[str, Any]] = ([{"table": "correlation", **r} for r in corr_rows] + [{"table": "pick", **r} for r in pick_rows]
+        rows: list[dict[str, Any]] = ([{"table": "correlation", **r} for r in corr_rows] + [{"table": "fit", **r} for r in fit_rows]
+                                      + [{"table": "pick", **r} for r in pick_rows]
                                       + [{"table": "timing", **timing}])
         return BenchResult(rows, markdown, files, claims)
 
@@ -183,6 +188,19 @@ class DaSSUnseen(Benchmark):
             row["mean pearson"] = statistics.mean(rank_correlations(x, r.labels)[1] for r in unseen for x in per_task[r.name])
             rows.append(row)
         return rows
+
+    def _fit_vs_transfer(self, trained: dict[str, list[DaSSPredictor]], seen: list[TaskRecord], space: Any,
+                         by_name: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each meta-trained predictor's mean Spearman on its training tasks, its validation tasks and the unseen tasks."""
+        def mean_spearman(models: list[DaSSPredictor], split: str) -> float | str:
+            tasks = [r for r in seen if r.split == split]
+            if not tasks:
+                return "-"
+            return statistics.mean(rank_correlations(m.learner.adapted_predict(m.encode(r, space)), r.labels)[0]
+                                   for m in models for r in tasks)
+
+        return [{"predictor": name, "training tasks": mean_spearman(models, "train"), "validation tasks": mean_spearman(models, "val"),
+                 "unseen tasks": by_name[name]["mean spearman"]} for name, models in trained.items()]
 
     def _picks(self, scores: dict[str, dict[str, list[torch.Tensor]]], unseen: list[TaskRecord], best_proxy: str) -> list[dict[str, Any]]:
         rows = []
