@@ -194,3 +194,17 @@ def test_stream_environments_vary_the_factors_they_name():
     assert single.stream == [] and single.train.x.shape == (64, 1, 32, 32)
     with pytest.raises(ConfigError, match="multiple of 8"):
         registry.create("dataset", "dsprites-stream", {"image_size": 36}).load(0)
+
+
+def test_held_out_data_are_the_same_environment_drawn_with_another_seed():
+    options = {"samples_per_environment": 64, "held_out_samples": 48, "image_size": 16}
+    stream = registry.create("dataset", "dsprites-split", options).load(3).stream
+    for env in stream:
+        held, train = env.held_out.y, env.data.y
+        assert env.held_out.x.shape == (48, 1, 16, 16)
+        for k, name in enumerate(env.factor_names):
+            assert (len(torch.unique(held[:, k])) > 1) == (name in env.varying)
+            if name not in env.varying:
+                assert (held[:, k] == train[0, k]).all()
+        assert not torch.equal(held, train[:48])
+    assert registry.create("dataset", "dsprites-split", {**options, "held_out_samples": 0}).load(3).stream[0].held_out is None

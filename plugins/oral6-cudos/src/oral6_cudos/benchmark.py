@@ -20,7 +20,6 @@ from oral6_core.metrics.disentanglement import (encode_dataset, evaluate_represe
                                                 normalized_mutual_information)
 
 MODELS = ("cudos", "beta-vae", "beta-vae-replay")
-HELD_OUT_SEED = 10_000  # held-out data of seed s are drawn with data_seed s + this
 
 
 class CUDOSStreamConfig(ComponentConfig):
@@ -78,15 +77,12 @@ class CUDOSStreamBenchmark(Benchmark):
             torch.set_num_threads(threads)
 
     def streams(self, seed: int, quick: bool) -> tuple[list[Environment], list[Environment]]:
-        """Training and held-out streams (the held-out one drawn with another data seed)."""
+        """Training and held-out streams (the dataset's held-out sets, drawn with another data seed)."""
         c = self.config
-
-        def load(n: int, data_seed: int) -> list[Environment]:
-            options = {"samples_per_environment": n, "image_size": c.image_size, "data_seed": data_seed}
-            stream = registry.create("dataset", c.dataset, options).load(seed).stream
-            return stream[:2] if quick else stream
-
-        return load(c.samples_per_environment, seed), load(c.eval_samples, seed + HELD_OUT_SEED)
+        options = {"samples_per_environment": c.samples_per_environment, "image_size": c.image_size, "data_seed": seed,
+                   "held_out_samples": c.eval_samples}
+        stream = registry.create("dataset", c.dataset, options).load(seed).stream[: 2 if quick else None]
+        return stream, [Environment(e.name, e.held_out, e.factor_names, e.varying) for e in stream]
 
     def _run(self, out_dir: Path, quick: bool) -> BenchResult:
         c = self.config
