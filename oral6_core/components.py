@@ -321,12 +321,17 @@ class Adapter(Component):
 
 @dataclass
 class Environment:
-    """One environment of a continual stream: its data and the ground-truth factors varying in it."""
+    """One environment of a continual stream: its data and the ground-truth factors varying in it.
+
+    ``held_out`` (optional) is more data of the same environment that training never sees; the stream
+    protocol (``oral6_core.metrics.stream``) scores on it where it is given.
+    """
 
     name: str
     data: torch.utils.data.Dataset
     factor_names: list[str]
     varying: list[str]
+    held_out: torch.utils.data.Dataset | None = None
 
 
 class GenerativeModel(Component):

@@ -175,26 +175,9 @@ def _check_rebuilds(student: Any, run: dict[str, Any], bundle: DataBundle, predi
                               f"for its student, but that model does not take the student's weights: {str(exc).splitlines()[0]}") from None
 
 
-def _active_dims(encode: Callable[[Any], Any], x: Any, relative: float = 0.1) -> int:
-    """Code dimensions whose standard deviation over ``x`` (up to 2,000 rows) exceeds ``relative`` × the largest."""
-    import torch
-
-    with torch.no_grad():
-        codes = torch.cat([encode(x[i : i + 256]).float().cpu().flatten(1) for i in range(0, min(len(x), 2000), 256)])
-    spread = codes.std(dim=0)
-    return int((spread > relative * spread.max().clamp_min(1e-12)).sum())
-
-
-def _stream_summary(rows: list[dict[str, Any]], environments: int, active: list[int], train_seconds: float,
-                    steps: int | None) -> dict[str, Any]:
-    """Scores after the last environment averaged over environments, active dims per environment, training time."""
-    last = [r for r in rows if r["after"] == environments]
-    keys = [k for k, v in (last[0].items() if last else []) if isinstance(v, float)]
-    summary: dict[str, Any] = {f"final_{k}": sum(r[k] for r in last) / len(last) for k in keys}
-    summary.update(active_dims=active, train_seconds=train_seconds)
-    if steps:
-        summary.update(steps=steps, seconds_per_step=train_seconds / steps)
-    return summary
+def _training_time(train_seconds: float, steps: int | None) -> dict[str, Any]:
+    """Training seconds and, where the model counts its steps, seconds per step."""
+    return {"train_seconds": train_seconds, **({"steps": steps, "seconds_per_step": train_seconds / steps} if steps else {})}
 
 
 def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, options: dict[str, dict[str, Any]],
@@ -202,13 +185,16 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
                    on_summary: Callable[[dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Fit a generative model on a dataset's stream; disentanglement of every seen environment after each one.
 
-    ``metrics.json`` also holds a summary: the final scores (mean over environments after the last one),
-    the active code dims of each environment after it (std > 0.1 × the largest) and the training
-    time per step (evaluation and pictures excluded; steps from the model's ``global_step`` where it has one).
+    Environments are scored on their held-out data where the stream has it (``Environment.held_out``),
+    else on their training data (the summary's ``scored_on`` says which). ``metrics.json`` also holds a
+    summary (``oral6_core.metrics.stream``): final scores (mean over environments after the last one),
+    forgetting, debiased leakage, the active code dims of each environment after it (std > 0.1 × the
+    largest) and the training time per step (evaluation and pictures excluded; steps from the model's
+    ``global_step`` where it has one).
     """
     if out is not None:
         check_writable(out)
-    from .metrics.disentanglement import evaluate_representation
+    from .metrics.stream import StreamScores
 
     seed_everything(seed)
     if device is not None:
@@ -225,18 +211,14 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
                         f"or a folder or arrays dataset whose dataset.toml declares factor columns.")
     out_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model_name}-{dataset}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    scores = StreamScores(model.encode, bundle.stream, seed=seed)
+    rows = scores.rows
     progress = Progress(f"fit-generative {model_name}", total=len(bundle.stream))
-    active: list[int] = []
     clock = {"train": 0.0, "since": time.perf_counter()}
 
     def after_environment(index: int, _env: Any) -> None:
         clock["train"] += time.perf_counter() - clock["since"]
-        active.append(_active_dims(model.encode, bundle.stream[index].data.x))
-        for seen, env in enumerate(bundle.stream[: index + 1]):
-            scores = evaluate_representation(model.encode, env.data, env.factor_names, seed=seed)
-            row = {"after": index + 1, "environment": env.name, **scores}
-            rows.append(row)
+        for row in scores.after_environment(index):
             if on_row is not None:
                 on_row(row)
         progress.update(index + 1, description=f"fit-generative environment {index + 1}/{len(bundle.stream)}",
@@ -247,7 +229,7 @@ def fit_generative(model_name: str, dataset: str, out: Path | None, seed: int, o
 
     with progress:
         model.fit(bundle.stream, after_environment)
-    summary = _stream_summary(rows, len(bundle.stream), active, clock["train"], getattr(model, "global_step", None))
+    summary = {**scores.summary(), **_training_time(clock["train"], getattr(model, "global_step", None))}
     if hasattr(model, "active_dims"):  # the model's own count per environment (CUDOS: spike above its threshold)
         summary["model_active_dims"] = [int(model.active_dims(k).sum()) for k in range(len(bundle.stream))]
     if on_summary is not None:

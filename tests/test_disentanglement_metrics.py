@@ -130,3 +130,39 @@ def test_evaluate_representation_fits_dci_on_the_first_dci_samples_points_only()
     assert scores["dci_informativeness"] == pytest.approx(informativeness)
     full = evaluate_representation(encode, data, ["a", "b", "c"], num_samples=600, dci_trees=5, dci_samples=None)
     assert full["dci_informativeness"] != pytest.approx(informativeness)
+
+
+def test_stream_scores_use_held_out_data_and_report_forgetting_and_leakage():
+    from oral6_core.components import Environment
+    from oral6_core.metrics.stream import StreamScores
+
+    rng = np.random.default_rng(0)
+
+    def environment(name: str, varying: list[int], n: int) -> ArrayDataset:
+        factors = np.zeros((n, 2), dtype=np.int64)
+        for k in varying:
+            factors[:, k] = rng.integers(5, size=n)
+        return ArrayDataset(torch.tensor(factors, dtype=torch.float32), torch.tensor(factors))
+
+    noise = ArrayDataset(torch.randn(400, 2), environment("", [0], 400).y)  # training data the code knows nothing of
+    first = Environment("first", noise, ["a", "b"], ["a"], held_out=environment("first", [0], 400))
+    second = Environment("second", environment("second", [1], 400), ["a", "b"], ["b"], held_out=environment("second", [1], 400))
+    state = {"phase": 0}
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        # After the first environment the code is the factor values; after the second, dim 0 (used on the
+        # first environment) holds factor b and dim 1 is constant: the first is forgotten and b leaks into dim 0.
+        if state["phase"] == 0:
+            return x
+        return torch.stack([x[:, 1] + 0.01 * torch.randn(len(x)), torch.zeros(len(x))], 1)
+
+    scores = StreamScores(encode, [first, second], num_samples=400)
+    first_rows = scores.after_environment(0)
+    assert first_rows[0]["mig"] > 0.9  # held out: the factor itself; on the noise it was trained on, MIG would be ~0
+    state["phase"] = 1
+    scores.after_environment(1)
+    summary = scores.summary()
+    assert summary["scored_on"] == "held-out" and len(scores.rows) == 3
+    assert summary["forgetting_mig"] > 0.9 and summary["active_dims"] == [1, 1]
+    assert summary["leakage"] > 0.8 and summary["leakage_per_environment"] == [pytest.approx(summary["leakage"], abs=1e-4)]
+    assert StreamScores(encode, [Environment("x", noise, ["a", "b"], ["a"])]).held_out is False

@@ -16,6 +16,7 @@ def test_cudos_stream_benchmark_quick(tmp_path):
     assert [row["model"] for row in result.rows] == ["cudos", "beta-vae", "beta-vae-replay"]
     assert all(not key.startswith("_") for row in result.rows for key in row)
     assert len(result.claims) == 6 and "final MIG" in result.markdown and "factor → dim" in result.markdown
+    assert "position: MIG (own → end)" in result.markdown and "largest spike after each env" in result.markdown
     assert result.rows[0]["new dims per env"].count("/") == 1  # quick mode: the first two environments
 
 

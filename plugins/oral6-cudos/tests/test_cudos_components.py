@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,9 @@ import torch
 from oral6_core import registry
 from oral6_core.errors import ConfigError, ShapeError
 from oral6_cudos.rendering import DSPRITES_FACTORS, SHAPES3D_FACTORS, render_dsprites, render_shapes3d
+from oral6_cudos.networks import ELU
 from oral6_cudos.som import SOMPrior, annealed_sigma
+from oral6_cudos.som_online import PackedSOM
 from oral6_cudos.spike_slab import expected_selection, selection, spike_and_slab_sample
 
 
@@ -73,22 +77,70 @@ def test_som_loss_pulls_the_best_component_towards_the_data():
     assert (som.means - 0.8).norm(dim=1).min().item() < start / 2
 
 
-def test_closed_form_som_gradients_equal_autograd():
-    g = torch.Generator().manual_seed(0)
-    som = SOMPrior(4, 5, 6, generator=g)
+def _spread_som(rows: int, cols: int, dim: int, g: torch.Generator) -> SOMPrior:
+    som = SOMPrior(rows, cols, dim, generator=g)
     with torch.no_grad():
         som.means.normal_(generator=g)
         som.logvars.uniform_(-2.0, 0.5, generator=g)
         som.slab_raw.uniform_(-0.5, 1.3, generator=g)  # α near 0, in between, and clipped at a = 1
         som.mixture_logits.normal_(generator=g)
+    return som
+
+
+def test_closed_form_som_gradients_equal_autograd():
+    g = torch.Generator().manual_seed(0)
+    som = _spread_som(4, 5, 6, g)
+    packed = PackedSOM(som, som.make_optimizer(1e-3, 1e-5))
+    h = som.neighbourhood(1.3).numpy()
     for z in (0.7 * torch.randn(6, generator=g), som.means[3] + 0.05):  # the second sits inside the spike's box
         som.zero_grad()
-        som.loss(z[None], sigma=1.3, spike_prior=0.2).backward()
-        loss, grads = som.loss_gradients(z, som.neighbourhood(1.3), 0.2)
-        assert float(loss) == pytest.approx(float(som.loss(z[None], 1.3, 0.2).detach()), rel=1e-5)
-        for param, grad in zip((som.means, som.logvars, som.slab_raw, som.mixture_logits), grads):
-            assert torch.allclose(param.grad, grad, atol=1e-5, rtol=1e-4)
+        expected = som.loss(z[None], sigma=1.3, spike_prior=0.2)
+        expected.backward()
+        loss, grad = packed.loss_gradients(z.detach().numpy(), h, 0.2)
+        assert loss == pytest.approx(float(expected.detach()), rel=1e-5)
+        columns = (slice(0, 6), slice(6, 12), slice(12, 18), slice(18, 19))
+        for param, cols in zip((som.means, som.logvars, som.slab_raw, som.mixture_logits), columns):
+            assert np.allclose(param.grad.reshape(len(grad), -1).numpy(), grad[:, cols], atol=1e-5, rtol=1e-4)
             assert param.grad.abs().max() > 0
+
+
+def test_online_som_update_equals_autograd_and_torch_adam_one_code_at_a_time():
+    g = torch.Generator().manual_seed(1)
+    fast = _spread_som(3, 4, 5, g)
+    reference = copy.deepcopy(fast)
+    fast_opt, ref_opt = fast.make_optimizer(5e-3, 5e-5), reference.make_optimizer(5e-3, 5e-5)
+    codes = torch.randn(3, 16, 5, generator=g)
+    for batch in codes:  # three calls, so the Adam state is carried across them
+        loss = fast.update(fast_opt, batch, sigma=1.1, spike_prior=0.2)
+        total = 0.0
+        for z in batch:
+            ref_opt.zero_grad()
+            step_loss = reference.loss(z[None], 1.1, 0.2)
+            step_loss.backward()
+            ref_opt.step()
+            total += float(step_loss.detach())
+        assert loss == pytest.approx(total / len(batch), rel=1e-5)
+    for mine, theirs in zip(fast.parameters(), reference.parameters()):
+        assert torch.allclose(mine, theirs, atol=1e-5), (mine - theirs).abs().max()
+    assert (fast.means - _spread_som(3, 4, 5, torch.Generator().manual_seed(1)).means).abs().max() > 0.05  # it moved
+    mine_state, ref_state = fast_opt.state_dict()["state"], ref_opt.state_dict()["state"]
+    assert sorted(mine_state) == sorted(ref_state) == [0, 1, 2, 3]
+    for index, theirs in ref_state.items():
+        mine = mine_state[index]
+        assert float(mine["step"]) == float(theirs["step"]) == 48
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(mine[key], theirs[key], rtol=1e-4, atol=1e-8)
+
+
+def test_elu_equals_torch_elu_with_gradients():
+    x = torch.cat([torch.linspace(-30, 30, 601), 1e-4 * torch.randn(200), torch.tensor([0.0, -0.0, 90.0, -90.0])])
+    mine, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_mine, y_theirs = ELU()(mine), torch.nn.functional.elu(theirs)
+    assert torch.allclose(y_mine, y_theirs, atol=1e-7, rtol=1e-6)
+    weights = torch.randn(len(x))
+    (y_mine * weights).sum().backward()
+    (y_theirs * weights).sum().backward()
+    assert torch.allclose(mine.grad, theirs.grad, atol=1e-7, rtol=1e-6)
 
 
 def test_a_som_fitted_online_on_clustered_codes_spreads_them_over_many_nodes():
@@ -142,3 +194,17 @@ def test_stream_environments_vary_the_factors_they_name():
     assert single.stream == [] and single.train.x.shape == (64, 1, 32, 32)
     with pytest.raises(ConfigError, match="multiple of 8"):
         registry.create("dataset", "dsprites-stream", {"image_size": 36}).load(0)
+
+
+def test_held_out_data_are_the_same_environment_drawn_with_another_seed():
+    options = {"samples_per_environment": 64, "held_out_samples": 48, "image_size": 16}
+    stream = registry.create("dataset", "dsprites-split", options).load(3).stream
+    for env in stream:
+        held, train = env.held_out.y, env.data.y
+        assert env.held_out.x.shape == (48, 1, 16, 16)
+        for k, name in enumerate(env.factor_names):
+            assert (len(torch.unique(held[:, k])) > 1) == (name in env.varying)
+            if name not in env.varying:
+                assert (held[:, k] == train[0, k]).all()
+        assert not torch.equal(held, train[:48])
+    assert registry.create("dataset", "dsprites-split", {**options, "held_out_samples": 0}).load(3).stream[0].held_out is None

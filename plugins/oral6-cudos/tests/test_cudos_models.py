@@ -140,7 +140,7 @@ def test_cli_fit_generative_prints_a_table_and_writes_metrics(tmp_path, cheap_dc
 
     sets = ["model.latent_dim=3", "model.channels=[4,4,8,8]", "model.hidden=16", "model.epochs_first=1",
             "model.epochs_next=1", "model.som_rows=3", "model.som_cols=3", "model.device=cpu",
-            "dataset.samples_per_environment=64"]
+            "dataset.samples_per_environment=64", "dataset.held_out_samples=96"]
     args = ["fit-generative", "--model", "cudos", "--dataset", "dsprites-stream", "--out", str(tmp_path)]
     for s in sets:
         args += ["--set", s]
@@ -152,6 +152,9 @@ def test_cli_fit_generative_prints_a_table_and_writes_metrics(tmp_path, cheap_dc
     assert (tmp_path / "env3-som.png").is_file()
     summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
     assert "After the last environment" in text and "seconds per step" in text
+    assert summary["scored_on"] == "held-out" and "scored on" in text and "leakage" in text and "forgetting mig" in text
+    assert {"final_dci_disentanglement", "forgetting_mig", "forgetting_dci_disentanglement", "leakage"} <= set(summary)
+    assert len(summary["leakage_per_environment"]) == 2
     assert len(summary["active_dims"]) == 3 and all(0 <= d <= 3 for d in summary["active_dims"])
     assert len(summary["model_active_dims"]) == 3 and all(0 <= d <= 3 for d in summary["model_active_dims"])
     # one batch of 64 images per environment: 3 steps
@@ -162,7 +165,7 @@ def test_fit_generative_seed_seeds_the_model_and_the_data(tmp_path, cheap_dci):
     from oral6_core.io import load_torch
     from oral6_core.workflows import fit_generative
 
-    options = {"model": {k: v for k, v in CUDOS_TINY.items() if k != "device"}, "dataset": {"samples_per_environment": 64}}
+    options = {"model": {k: v for k, v in CUDOS_TINY.items() if k != "device"}, "dataset": {"samples_per_environment": 64, "held_out_samples": 64}}
 
     def run(seed: int, name: str) -> tuple[list, dict]:
         rows, out = fit_generative("cudos", "dsprites-stream", tmp_path / name, seed, options, device="cpu")

@@ -20,7 +20,6 @@ from oral6_core.metrics.disentanglement import (encode_dataset, evaluate_represe
                                                 normalized_mutual_information)
 
 MODELS = ("cudos", "beta-vae", "beta-vae-replay")
-HELD_OUT_SEED = 10_000  # held-out data of seed s are drawn with data_seed s + this
 
 
 class CUDOSStreamConfig(ComponentConfig):
@@ -28,8 +27,8 @@ class CUDOSStreamConfig(ComponentConfig):
     dataset: str = Field("dsprites-split", description="A stream dataset of this plugin.")
     image_size: int = Field(16, ge=16, description="Side of the rendered images.")
     samples_per_environment: int = Field(6400, ge=64, description="Training images per environment.")
-    steps_first: int = Field(800, ge=1, description="Steps (batches of 64) on the first environment.")
-    steps_next: int = Field(400, ge=1, description="Steps on each later environment.")
+    steps_first: int = Field(2400, ge=1, description="Steps (batches of 64) on the first environment (CUDOS's spikes pass 0.5 after about 2,000).")
+    steps_next: int = Field(1600, ge=1, description="Steps on each later environment.")
     latent_dim: int = Field(10, ge=2, description="Latent dimensions of every model.")
     channels: tuple[int, ...] = Field((16, 32, 64), description="Conv widths of every model.")
     hidden: int = Field(128, ge=8, description="FC width of every model.")
@@ -78,15 +77,12 @@ class CUDOSStreamBenchmark(Benchmark):
             torch.set_num_threads(threads)
 
     def streams(self, seed: int, quick: bool) -> tuple[list[Environment], list[Environment]]:
-        """Training and held-out streams (the held-out one drawn with another data seed)."""
+        """Training and held-out streams (the dataset's held-out sets, drawn with another data seed)."""
         c = self.config
-
-        def load(n: int, data_seed: int) -> list[Environment]:
-            options = {"samples_per_environment": n, "image_size": c.image_size, "data_seed": data_seed}
-            stream = registry.create("dataset", c.dataset, options).load(seed).stream
-            return stream[:2] if quick else stream
-
-        return load(c.samples_per_environment, seed), load(c.eval_samples, seed + HELD_OUT_SEED)
+        options = {"samples_per_environment": c.samples_per_environment, "image_size": c.image_size, "data_seed": seed,
+                   "held_out_samples": c.eval_samples}
+        stream = registry.create("dataset", c.dataset, options).load(seed).stream[: 2 if quick else None]
+        return stream, [Environment(e.name, e.held_out, e.factor_names, e.varying) for e in stream]
 
     def _run(self, out_dir: Path, quick: bool) -> BenchResult:
         c = self.config
@@ -103,7 +99,8 @@ class CUDOSStreamBenchmark(Benchmark):
         files = [self.plot(runs, out_dir / "cudos-stream.png"), *sorted(out_dir.glob("*/env*.png"))]
         claims = self.claims(rows, runs)
         verdicts = "\n".join(f"- {claim}: {'held' if ok else 'did not hold'}" for claim, ok in claims.items())
-        markdown = (markdown_table(rows) + "\n" + self.dims_table(runs, held_out) + "\n" + verdicts + "\n")
+        markdown = (markdown_table(rows) + "\n" + self.per_environment_table(runs, held_out) + "\n"
+                    + self.dims_table(runs, held_out) + "\n" + verdicts + "\n")
         return BenchResult(rows, markdown, files, claims)
 
     def run_one(self, name: str, train: list[Environment], held_out: list[Environment], seed: int, epochs: tuple[int, int],
@@ -118,6 +115,7 @@ class CUDOSStreamBenchmark(Benchmark):
         model = registry.create("generative-model", name, self.model_options(name, seed, epochs, quick))
         scores: dict[tuple[int, int], dict[str, Any]] = {}
         leaks: list[float] = []
+        spikes: list[torch.Tensor] = []  # CUDOS: each environment's spike vector after it
         train_seconds, started = [0.0], [time.perf_counter()]
 
         def after(index: int, _env: Environment) -> None:
@@ -141,14 +139,19 @@ class CUDOSStreamBenchmark(Benchmark):
                 new = [env.factor_names.index(f) for f in env.varying if f not in earlier]
                 old_dims = np.any([scores[(index - 1, j)]["used"] for j in range(index)], axis=0)
                 leaks.append(leakage(encode_dataset(model.encode, env.data.x), env.data.y.numpy(), old_dims, new, seed=seed))
+            if hasattr(model, "active_dims"):
+                spikes.append(model.spikes()[index].detach())
             if pictures is not None:
                 model.save_visuals(pictures, index)
             started[0] = time.perf_counter()
 
         model.fit(train, after)
         steps = getattr(model, "global_step", 0)
+        threshold = getattr(model.config, "active_threshold", 0.5)
         return {"scores": scores, "leakage": leaks, "seconds": train_seconds[0], "steps": steps,
-                "spike_dims": [int(model.active_dims(k).sum()) for k in range(len(train))] if hasattr(model, "active_dims") else []}
+                "spike_dims": [int(model.active_dims(k).sum()) for k in range(len(train))] if hasattr(model, "active_dims") else [],
+                "spike_dims_after_own": [int((s > threshold).sum()) for s in spikes],
+                "largest_spike_after_own": [float(s.max()) for s in spikes]}
 
     def summary_rows(self, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """One row per model: final scores, forgetting (after own environment minus at the end), dims, leakage, time."""
@@ -176,6 +179,24 @@ class CUDOSStreamBenchmark(Benchmark):
                 "_values": values,
             })
         return rows
+
+    def per_environment_table(self, runs: dict[str, list[dict[str, Any]]], held_out: list[Environment]) -> str:
+        """Per model: MIG and DCI-D of each environment after its own and after the last (mean over seeds);
+        for CUDOS also the dims whose spike exceeds the threshold and the largest spike after each environment."""
+        rows = []
+        for name, results in runs.items():
+            last = max(k for k, _ in results[0]["scores"])
+            row: dict[str, Any] = {"model": name}
+            for j, env in enumerate(held_out[: last + 1]):
+                for key, label in (("mig", "MIG"), ("dci_disentanglement", "DCI-D")):
+                    own = np.mean([r["scores"][(j, j)][key] for r in results])
+                    end = np.mean([r["scores"][(last, j)][key] for r in results])
+                    row[f"{env.name}: {label} (own → end)"] = f"{own:.3f} → {end:.3f}"
+            if results[0]["spike_dims_after_own"]:
+                row["spike dims / largest spike after each env (seed %d)" % self.config.seeds[0]] = " / ".join(
+                    f"{d} ({m:.2f})" for d, m in zip(results[0]["spike_dims_after_own"], results[0]["largest_spike_after_own"]))
+            rows.append(row)
+        return markdown_table(rows)
 
     def dims_table(self, runs: dict[str, list[dict[str, Any]]], held_out: list[Environment]) -> str:
         """Per model (first seed), after the last environment: the dim holding each factor of each environment."""

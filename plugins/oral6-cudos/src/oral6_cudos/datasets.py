@@ -38,6 +38,8 @@ DSPRITES_SPLIT = (
     ("form", ["shape", "scale"], {}),
     ("rotation", ["orientation", "scale"], {"shape": 2}),
 )
+# Held-out data of an environment are the same environment drawn with data seed + this.
+HELD_OUT_SEED = 10_000
 # Values of the factors held fixed in an environment unless its spec says otherwise.
 FIXED_VALUES = {"pos_y": 15, "pos_x": 15, "orientation": 0}
 
@@ -65,6 +67,7 @@ class FactorDataConfig(ComponentConfig):
     samples_per_environment: int = Field(3000, ge=64, description="Images rendered per environment (the whole set for non-stream datasets).")
     image_size: int = Field(32, ge=16, le=128, description="Side of the square images (a multiple of 8).")
     data_seed: int | None = Field(None, description="Seed of the factor draws (default: the run's seed; rendering is deterministic).")
+    held_out_samples: int = Field(2000, ge=0, description="Held-out images per environment (drawn with data seed + 10,000; 0: none).")
 
 
 class FactorGridDataset(DatasetSource):
@@ -87,10 +90,13 @@ class FactorGridDataset(DatasetSource):
         envs = []
         for index, (name, varying, *fixed) in enumerate(self.environments_spec):
             held = tuple(sorted(fixed[0].items())) if fixed else ()
-            x, y = rendered_environment(self.kind, tuple(varying), c.samples_per_environment, c.image_size,
-                                        draw_seed * 1009 + index, held)
-            data = ArrayDataset(x, y, env=torch.full((len(x),), index, dtype=torch.long))
-            envs.append(Environment(name, data, list(sizes), list(varying)))
+
+            def draw(n: int, data_seed: int) -> ArrayDataset:
+                x, y = rendered_environment(self.kind, tuple(varying), n, c.image_size, data_seed * 1009 + index, held)
+                return ArrayDataset(x, y, env=torch.full((len(x),), index, dtype=torch.long))
+
+            held_out = draw(c.held_out_samples, draw_seed + HELD_OUT_SEED) if c.held_out_samples else None
+            envs.append(Environment(name, draw(c.samples_per_environment, draw_seed), list(sizes), list(varying), held_out))
         return envs
 
     def load(self, seed: int = 0) -> DataBundle:

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from oral6_core.errors import ShapeError
+
+
+class _ELUFunction(torch.autograd.Function):
+    """``x`` for ``x > 0``, ``exp(x) − 1`` otherwise; the derivative from the output: 1, or ``y + 1``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        y = torch.where(x > 0, x, torch.exp(x.clamp(max=0)) - 1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return grad * (y.clamp(max=0) + 1)
+
+
+class ELU(nn.Module):
+    """ELU (α = 1) through ``exp`` rather than ``expm1``: equal to ``nn.ELU`` to float rounding (tested) and several
+    times faster on CPU, where torch's ELU kernel evaluates ``expm1`` one element at a time."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ELUFunction.apply(x)
 
 
 def _check_size(image_size: int, layers: int) -> int:
@@ -22,10 +46,10 @@ class ConvEncoder(nn.Module):
         side = _check_size(image_size, len(channels))
         blocks, previous = [], in_channels
         for width in channels:
-            blocks += [nn.Conv2d(previous, width, 4, 2, 1), nn.ELU(), nn.BatchNorm2d(width)]
+            blocks += [nn.Conv2d(previous, width, 4, 2, 1), ELU(), nn.BatchNorm2d(width)]
             previous = width
         self.features = nn.Sequential(*blocks, nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(previous * side * side, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(),
+        self.head = nn.Sequential(nn.Linear(previous * side * side, hidden), ELU(), nn.Linear(hidden, hidden), ELU(),
                                   nn.Linear(hidden, 2 * latent_dim))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -41,11 +65,11 @@ class ConvDecoder(nn.Module):
         self.side = _check_size(image_size, len(channels))
         widths = list(reversed(channels))
         self.first = widths[0]
-        self.head = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(),
-                                  nn.Linear(hidden, widths[0] * self.side * self.side), nn.ELU())
+        self.head = nn.Sequential(nn.Linear(latent_dim, hidden), ELU(), nn.Linear(hidden, hidden), ELU(),
+                                  nn.Linear(hidden, widths[0] * self.side * self.side), ELU())
         blocks = []
         for current, following in zip(widths, widths[1:]):
-            blocks += [nn.ConvTranspose2d(current, following, 4, 2, 1), nn.ELU(), nn.BatchNorm2d(following)]
+            blocks += [nn.ConvTranspose2d(current, following, 4, 2, 1), ELU(), nn.BatchNorm2d(following)]
         blocks.append(nn.ConvTranspose2d(widths[-1], out_channels, 4, 2, 1))
         self.deconv = nn.Sequential(*blocks)
 

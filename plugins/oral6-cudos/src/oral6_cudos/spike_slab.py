@@ -8,6 +8,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+SPIKE_WIDTH = 0.1  # half-width of the box that stands for the spike around a component mean
+SPIKE_HEIGHT = 10.0  # the reference's value of the box density
+DENSITY_FLOOR = 1e-6  # added to each dimension's density before the log, as in the reference
+KL_EPS = 1e-6  # the clamp of bernoulli_kl
+
 
 def selection(spike: Tensor, shape: torch.Size | tuple[int, ...], sharpness: float = 10.0,
               generator: torch.Generator | None = None) -> Tensor:
@@ -32,7 +37,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, mu_prior: Tensor, logvar_prior: Tens
     return 0.5 * (logvar_prior - logvar + (logvar.exp() + (mu - mu_prior) ** 2) / logvar_prior.exp() - 1.0)
 
 
-def bernoulli_kl(p: Tensor, q: Tensor, eps: float = 1e-6) -> Tensor:
+def bernoulli_kl(p: Tensor, q: Tensor, eps: float = KL_EPS) -> Tensor:
     """Elementwise ``KL(Bern(p) ‖ Bern(q))``."""
     p, q = p.clamp(eps, 1 - eps), q.clamp(eps, 1 - eps)
     return p * (p.log() - q.log()) + (1 - p) * ((1 - p).log() - (1 - q).log())
