@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import statistics
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,8 +109,6 @@ class NeRNResNet20(Benchmark):
                               f"ablations are compared with the full method at that size.")
         torch.set_num_threads(c.threads)
         started = time.perf_counter()
-        speed = [r for w in c.speed_widths for r in step_speed(w, c.speed_hidden, c.speed_steps, c.speed_rounds, 64)]
-        permutations = crossfilter_study(tuple(c.permutation_shape), tuple(c.smoothness_shape), c.seed, tuple(c.permutation_kinds))  # type: ignore[arg-type]
         bundle = registry.create("dataset", "shapes32", {"num_samples": c.num_samples, "data_seed": c.seed}).load()
         bundle = shrink_images(bundle, c.image_size)
         t0 = time.perf_counter()
@@ -128,6 +127,8 @@ class NeRNResNet20(Benchmark):
             dense_hidden.prepare(net)
             runs.append((f"GMP-pruned {c.pruned_sparsity:g}", {"hidden": dense_hidden.config.hidden}, pruned))
         fits, curves = self._fits(c, bundle, runs)
+        speed = [r for w in c.speed_widths for r in step_speed(w, c.speed_hidden, c.speed_steps, c.speed_rounds, 64)]
+        permutations = crossfilter_study(tuple(c.permutation_shape), tuple(c.smoothness_shape), c.seed, tuple(c.permutation_kinds))  # type: ignore[arg-type]
         kept = next(rep for rep, f in zip(fits["reps"], fits["rows"]) if f["run"] == f"ratio {a:g}")
         fits = fits["rows"]
         importance = importance_study(net, kept, bundle.test, bundle.task, list(c.sparsities), c.seeds[0])  # type: ignore[arg-type]
@@ -151,14 +152,17 @@ class NeRNResNet20(Benchmark):
                 "log_every": c.log_every, "noise_size": c.image_size, "progress": False}
         jobs = [(label, {**base, **options, "seed": seed}, network) for label, options, network in runs for seed in c.seeds]
         # the longest fits first, so that the processes finish together
-        by_cost = sorted(range(len(jobs)), key=lambda i: -_fit_cost(NeRNConfig(**jobs[i][1]), c.steps))
+        by_cost = sorted(range(len(jobs)), key=lambda i: -_fit_cost(NeRNConfig(**jobs[i][1])))
+        done: dict[int, tuple[NeRN, dict[str, Any]]] = {}
         if c.workers == 1:
-            done = {i: _fit_one(jobs[i][1], jobs[i][2], bundle) for i in by_cost}
+            for i in by_cost:
+                done[i] = _report(jobs[i][0], _fit_one(jobs[i][1], jobs[i][2], bundle))
         else:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(c.workers, mp_context=context, initializer=torch.set_num_threads, initargs=(c.threads,)) as pool:
-                futures = {i: pool.submit(_fit_one, jobs[i][1], jobs[i][2], bundle) for i in by_cost}
-                done = {i: f.result() for i, f in futures.items()}
+                futures = {pool.submit(_fit_one, jobs[i][1], jobs[i][2], bundle): i for i in by_cost}
+                for future in as_completed(futures):
+                    done[futures[future]] = _report(jobs[futures[future]][0], future.result())
         reps, rows, curves = [], [], []
         for i, (label, options, _) in enumerate(jobs):
             rep, row = done[i]
@@ -302,7 +306,17 @@ class NeRNResNet20(Benchmark):
         return save_figure(fig, path)
 
 
-def _fit_cost(config: NeRNConfig, steps: int) -> float:
+def _report(label: str, fitted: tuple[NeRN, dict[str, Any]]) -> tuple[NeRN, dict[str, Any]]:
+    """Print one line per finished fit (a long benchmark's progress), and pass the fit on."""
+    row = fitted[1]
+    print(f"nern-resnet20: {label}, seed {row['seed']}: rebuilt {100 * row['reconstructed_acc']:.1f}% (original "
+          f"{100 * row['original_acc']:.1f}%), weight error {row['rmse_vs_weight_rms']:.3f}, last tenth: error -"
+          f"{100 * row['last_tenth_error_drop']:.2f}%, accuracy +{100 * row['last_tenth_accuracy_gain']:.1f} points, "
+          f"{row['fit_s']:.0f} s", file=sys.stderr, flush=True)
+    return fitted
+
+
+def _fit_cost(config: NeRNConfig) -> float:
     """Rough relative cost of a fit: a distillation step costs about ten reconstruction-only steps."""
     distills = config.distill_weight > 0 or config.attention_weight > 0
     warmup = config.warmup_steps if config.warmup_steps is not None else 0
