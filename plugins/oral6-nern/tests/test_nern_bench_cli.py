@@ -96,7 +96,8 @@ def test_fits_in_worker_processes_match_the_fits_in_this_process():
     rows = {}
     for workers in (1, 2):
         config = NeRNBenchConfig(**{**QUICK, "seeds": [0], "workers": workers})
-        fits, curves = NeRNResNet20._fits(config, bundle, runs)
+        fits, curves, extra = NeRNResNet20._fits(config, bundle, runs, lambda: workers)
+        assert extra == workers
         rows[workers] = [{k: v for k, v in r.items() if k != "fit_s"} for r in fits["rows"]], curves
     assert [r["run"] for r in rows[2][0]] == ["a", "b"] and rows[2][0][0]["distillation"] and not rows[2][0][1]["distillation"]
     assert rows[1] == rows[2]

@@ -8,7 +8,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -29,6 +29,9 @@ from .importance import CRITERIA, importance_study
 from .permutation_study import crossfilter_study
 from .representation import NeRN, NeRNConfig
 from .speed import STEPS, step_speed
+
+
+T = TypeVar("T")
 
 
 class NeRNBenchConfig(ComponentConfig):
@@ -55,6 +58,9 @@ class NeRNBenchConfig(ComponentConfig):
     smoothness_shape: list[int] = Field([256, 128], description="Filters × channels of the layer whose clustered chain is compared with the exact one.")
     permutation_kinds: list[Literal["random", "trained-like"]] = Field(["trained-like"], description="Synthetic layers of the crossfilter study.")
     threads: int = Field(1, ge=1, description="torch CPU threads (of each fitting process).")
+    ablations: list[Literal["none", "infilter", "reconstruction-only", "half-distillation"]] = Field(
+        ["none", "infilter", "reconstruction-only", "half-distillation"],
+        description="Ablations at ablation_ratio: no permutation, infilter, reconstruction only, half the distillation steps.")
     workers: int = Field(2, ge=1, description="Fits run in this many processes at once (1: in this process).")
 
 
@@ -117,24 +123,29 @@ class NeRNResNet20(Benchmark):
         original = evaluate(net, bundle.test, bundle.task)["accuracy"]  # type: ignore[arg-type]
         a = c.ablation_ratio
         runs: list[tuple[str, dict[str, Any], torch.nn.Module]] = [(f"ratio {r:g}", {"ratio": r}, net) for r in c.ratios]
-        runs += [("no permutation", {"ratio": a, "permutation": "none"}, net), ("infilter", {"ratio": a, "permutation": "infilter"}, net),
-                 ("reconstruction only", {"ratio": a, "distill_weight": 0.0, "attention_weight": 0.0}, net),
-                 (HALF, {"ratio": a, "steps": c.warmup_steps + (c.steps - c.warmup_steps) // 2}, net)]
+        ablations = {"none": ("no permutation", {"permutation": "none"}), "infilter": ("infilter", {"permutation": "infilter"}),
+                     "reconstruction-only": ("reconstruction only", {"distill_weight": 0.0, "attention_weight": 0.0}),
+                     "half-distillation": (HALF, {"steps": c.warmup_steps + (c.steps - c.warmup_steps) // 2})}
+        runs += [(ablations[k][0], {"ratio": a, **ablations[k][1]}, net) for k in ablations if k in c.ablations]
         pruner, no_pruned = _gmp_pruner(c.pruned_sparsity)
         if pruner is not None:
             pruned, _ = _train_original(c, bundle, pruner)
             dense_hidden = registry.create("representation", "nern", {"ratio": a})
             dense_hidden.prepare(net)
             runs.append((f"GMP-pruned {c.pruned_sparsity:g}", {"hidden": dense_hidden.config.hidden}, pruned))
-        fits, curves = self._fits(c, bundle, runs)
-        speed = [r for w in c.speed_widths for r in step_speed(w, c.speed_hidden, c.speed_steps, c.speed_rounds, 64)]
-        permutations = crossfilter_study(tuple(c.permutation_shape), tuple(c.smoothness_shape), c.seed, tuple(c.permutation_kinds))  # type: ignore[arg-type]
+
+        def studies() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            speed = [r for w in c.speed_widths for r in step_speed(w, c.speed_hidden, c.speed_steps, c.speed_rounds, 64)]
+            return speed, crossfilter_study(tuple(c.permutation_shape), tuple(c.smoothness_shape), c.seed, tuple(c.permutation_kinds))  # type: ignore[arg-type]
+
+        fits, curves, (speed, permutations) = self._fits(c, bundle, runs, studies)
         kept = next(rep for rep, f in zip(fits["reps"], fits["rows"]) if f["run"] == f"ratio {a:g}")
         fits = fits["rows"]
         importance = importance_study(net, kept, bundle.test, bundle.task, list(c.sparsities), c.seeds[0])  # type: ignore[arg-type]
         summary = self._summary(fits, [label for label, _, _ in runs])
         claims = self._claims(summary, importance, speed, permutations, a, c.pruned_sparsity if pruner else None)
         unevaluated = _untestable(summary, 1 / bundle.num_classes, f"ratio {a:g}")
+        unevaluated.update({k: f"its runs were not made: bench.ablations={c.ablations}" for k in claims if claims[k] is None})
         claims = {k: v for k, v in claims.items() if k not in unevaluated}
         files = [self._plot(training, curves, summary, original, c, out_dir / "nern_resnet20.png", (6, 2) if quick else (18, 4))]
         markdown = self._markdown(c, summary, training, importance, speed, permutations, claims, original, train_seconds,
@@ -145,9 +156,10 @@ class NeRNResNet20(Benchmark):
         return BenchResult(tables, markdown, files, claims)
 
     @staticmethod
-    def _fits(c: NeRNBenchConfig, bundle: DataBundle, runs: list[tuple[str, dict[str, Any], torch.nn.Module]]
-              ) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
-        """Every run × seed (in ``c.workers`` processes): the fitted representations, one row per fit, and the logged curves."""
+    def _fits(c: NeRNBenchConfig, bundle: DataBundle, runs: list[tuple[str, dict[str, Any], torch.nn.Module]],
+              meanwhile: Callable[[], T]) -> tuple[dict[str, list[Any]], list[dict[str, Any]], T]:
+        """Every run × seed (in ``c.workers`` processes): the fitted representations, one row per fit, the logged curves,
+        and the result of ``meanwhile`` (run in this process while the workers fit, else before the fits)."""
         base = {"steps": c.steps, "warmup_steps": c.warmup_steps, "batch_size": c.batch_size, "kernel_batch": c.kernel_batch,
                 "log_every": c.log_every, "noise_size": c.image_size, "progress": False}
         jobs = [(label, {**base, **options, "seed": seed}, network) for label, options, network in runs for seed in c.seeds]
@@ -155,12 +167,14 @@ class NeRNResNet20(Benchmark):
         by_cost = sorted(range(len(jobs)), key=lambda i: -_fit_cost(NeRNConfig(**jobs[i][1])))
         done: dict[int, tuple[NeRN, dict[str, Any]]] = {}
         if c.workers == 1:
+            extra = meanwhile()
             for i in by_cost:
                 done[i] = _report(jobs[i][0], _fit_one(jobs[i][1], jobs[i][2], bundle))
         else:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(c.workers, mp_context=context, initializer=torch.set_num_threads, initargs=(c.threads,)) as pool:
                 futures = {pool.submit(_fit_one, jobs[i][1], jobs[i][2], bundle): i for i in by_cost}
+                extra = meanwhile()
                 for future in as_completed(futures):
                     done[futures[future]] = _report(jobs[futures[future]][0], future.result())
         reps, rows, curves = [], [], []
@@ -169,7 +183,7 @@ class NeRNResNet20(Benchmark):
             reps.append(rep)
             rows.append({"run": label, **row})
             curves += [{"run": label, "seed": options["seed"], **r} for r in rep.history]
-        return {"reps": reps, "rows": rows}, curves
+        return {"reps": reps, "rows": rows}, curves, extra
 
     @staticmethod
     def _summary(fits: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
@@ -199,7 +213,8 @@ class NeRNResNet20(Benchmark):
 
     @staticmethod
     def _claims(summary: list[dict[str, Any]], importance: list[dict[str, Any]], speed: list[dict[str, Any]],
-                permutations: list[dict[str, Any]], a: float, pruned_sparsity: float | None) -> dict[str, bool]:
+                permutations: list[dict[str, Any]], a: float, pruned_sparsity: float | None) -> dict[str, bool | None]:
+        """Every claim: held (True), did not hold (False), or None when the runs it compares were not made."""
         by_run = {r["run"]: r for r in summary}
         acc = {k: r["acc_mean"] for k, r in by_run.items()}
         err = {k: r["error_mean"] for k, r in by_run.items()}
@@ -210,14 +225,21 @@ class NeRNResNet20(Benchmark):
         before, exact, sampled = (name for name, _, _ in STEPS)
         timed = [r for r in permutations if r["measure"] == "time"]
         smooth = [r for r in permutations if r["measure"] == "smoothness"]
+        def compare(runs: tuple[str, ...], holds: Callable[[], bool]) -> bool | None:
+            return holds() if all(run in by_run for run in runs) else None
+
+        none, infilter = ("no permutation",), ("infilter", "no permutation")
+
         claims = {
             HEADLINE: _headline_holds(summary),
-            "crossfilter permutation beats no permutation": acc[main] > acc["no permutation"],
-            "infilter permutation beats no permutation": acc["infilter"] > acc["no permutation"],
-            "crossfilter permutation lowers the reconstruction error vs no permutation": err[main] < err["no permutation"],
-            "infilter permutation lowers the reconstruction error vs no permutation": err["infilter"] < err["no permutation"],
-            "distillation beats reconstruction only": acc[main] > acc["reconstruction only"],
-            CONVERGED: abs(acc[main] - acc[HALF]) <= 0.01,
+            "crossfilter permutation beats no permutation": compare(none, lambda: acc[main] > acc["no permutation"]),
+            "infilter permutation beats no permutation": compare(infilter, lambda: acc["infilter"] > acc["no permutation"]),
+            "crossfilter permutation lowers the reconstruction error vs no permutation": compare(
+                none, lambda: err[main] < err["no permutation"]),
+            "infilter permutation lowers the reconstruction error vs no permutation": compare(
+                infilter, lambda: err["infilter"] < err["no permutation"]),
+            "distillation beats reconstruction only": compare(("reconstruction only",), lambda: acc[main] > acc["reconstruction only"]),
+            CONVERGED: compare((HALF,), lambda: abs(acc[main] - acc[HALF]) <= 0.01),
             "pruning by reconstruction error keeps more accuracy than random pruning": mean_acc["reconstruction-error"] > mean_acc["random"],
             "the exact two-pass step needs less peak memory than the one-pass step at every width": all(
                 steps[(w, exact)]["peak_extra_mib"] < steps[(w, before)]["peak_extra_mib"] for w in widths),
@@ -310,8 +332,8 @@ def _report(label: str, fitted: tuple[NeRN, dict[str, Any]]) -> tuple[NeRN, dict
     """Print one line per finished fit (a long benchmark's progress), and pass the fit on."""
     row = fitted[1]
     print(f"nern-resnet20: {label}, seed {row['seed']}: rebuilt {100 * row['reconstructed_acc']:.1f}% (original "
-          f"{100 * row['original_acc']:.1f}%), weight error {row['rmse_vs_weight_rms']:.3f}, last tenth: error -"
-          f"{100 * row['last_tenth_error_drop']:.2f}%, accuracy +{100 * row['last_tenth_accuracy_gain']:.1f} points, "
+          f"{100 * row['original_acc']:.1f}%), weight error {row['rmse_vs_weight_rms']:.3f}, last tenth: error "
+          f"{-100 * row['last_tenth_error_drop']:+.2f}%, accuracy {100 * row['last_tenth_accuracy_gain']:+.1f} points, "
           f"{row['fit_s']:.0f} s", file=sys.stderr, flush=True)
     return fitted
 
@@ -375,7 +397,7 @@ def _untestable(summary: list[dict[str, Any]], chance: float, main: str) -> dict
     acc = {r["run"]: r["acc_mean"] for r in summary}
     if any(r["converged"] < r["seeds"] for r in summary if r["run"].startswith("ratio") and r["ratio"] < 0.6):
         out[HEADLINE] = NOT_CONVERGED
-    elif not _headline_holds(summary) and acc[main] - acc[HALF] > 0.01:
+    elif not _headline_holds(summary) and HALF in acc and acc[main] - acc[HALF] > 0.01:
         out[HEADLINE] = (f"twice the distillation steps still raised the rebuilt accuracy at {main} by "
                          f"{100 * (acc[main] - acc[HALF]):.1f} points, so more steps may still help")
     if all(r["acc_mean"] < (chance + r["original"]) / 2 for r in summary):
