@@ -18,7 +18,7 @@ from oral6_core.errors import CheckpointError, ShapeError
 from oral6_core.io import load_torch, save_torch
 
 from .architecture import build_architecture, check_same_structure, describe_architecture
-from .feedback import training_progress, warn_if_not_converged
+from .feedback import training_progress, warn_if_far_from_original, warn_if_not_converged
 from .fitting import PredictorTrainer, distillation_inputs
 from .layout import RepresentedLayer, WeightLayout, select_layers
 from .permutations import layer_permutation
@@ -57,6 +57,7 @@ class NeRNConfig(ComponentConfig):
     probe_samples: int = Field(500, ge=0, description="Validation (else test) images on which the rebuilt network's accuracy is logged (0: none).")
     progress: bool = Field(True, description="Show a progress bar with the loss, weight error and accuracy.")
     convergence_tol: float = Field(0.01, ge=0, description="Warn when the weight error still fell by more than this share over the last tenth of training.")
+    accuracy_tol: float = Field(0.05, ge=0, description="Warn when the rebuilt network's final probe accuracy is more than this (absolute) below the original's.")
     seed: int = Field(0, description="Seed of the predictor's initialisation and of all sampling.")
     model: str | None = Field(None, description="Model builder that rebuilds the network (default: the one `oral6 represent` reads from the checkpoint; inferred for resnet20).")
     model_options: dict[str, Any] = Field(default_factory=dict, description="Options of that model builder.")
@@ -78,6 +79,7 @@ class NeRN(Representation):
         self.stored: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, float]] = []
         self.converged = True
+        self.original_probe_accuracy: float | None = None
 
     def _new_predictor(self, device: torch.device | str, hidden: int) -> KernelPredictor:
         c = self.config
@@ -121,9 +123,12 @@ class NeRN(Representation):
         device = next(model.parameters()).device
         inputs = distillation_inputs(model, data, c.batch_size, c.noise_size, c.seed, device)
         trainer = PredictorTrainer(self.predictor, self.layout, model, inputs, c)  # type: ignore[arg-type]
+        probe = probe_batch(data, c.probe_samples, device)
         with training_progress(c.steps, c.progress) as monitor:
-            self.history = trainer.run(monitor, probe_batch(data, c.probe_samples, device))
+            self.history = trainer.run(monitor, probe)
         self.converged = not warn_if_not_converged(self.history, c.convergence_tol)
+        self.original_probe_accuracy = None if probe is None else probe_accuracy(model, *probe)
+        warn_if_far_from_original(self.history, self.original_probe_accuracy, c.accuracy_tol)
 
     def to(self, device: torch.device | str) -> "NeRN":
         """Move the predictor, permutations and stored parameters to ``device``."""
@@ -217,6 +222,17 @@ def width_for_ratio(budget: float, levels: int, depth: int) -> int:
     while predictor_parameters(hidden + 1, levels, depth) <= budget:
         hidden += 1
     return hidden
+
+
+@torch.no_grad()
+def probe_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of ``model`` (in eval mode, restored afterwards) on (x, y)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return (model(x).argmax(-1) == y).float().mean().item()
+    finally:
+        model.train(was_training)
 
 
 def probe_batch(data: DataBundle | None, samples: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
