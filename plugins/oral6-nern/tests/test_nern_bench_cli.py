@@ -101,3 +101,23 @@ def test_fits_in_worker_processes_match_the_fits_in_this_process():
         rows[workers] = [{k: v for k, v in r.items() if k != "fit_s"} for r in fits["rows"]], curves
     assert [r["run"] for r in rows[2][0]] == ["a", "b"] and rows[2][0][0]["distillation"] and not rows[2][0][1]["distillation"]
     assert rows[1] == rows[2]
+
+
+def test_claims_of_ablations_that_were_not_run_are_not_evaluated_and_the_half_run_gates_the_headline():
+    from oral6_nern.benchmark import CONVERGED, HALF, HEADLINE, NeRNResNet20, _untestable
+    from oral6_nern.importance import CRITERIA
+    from oral6_nern.speed import STEPS
+
+    def row(run, acc, ratio=0.44):
+        return {"run": run, "ratio": ratio, "acc_mean": acc, "original": 0.95, "gap_mean": 100 * (0.95 - acc),
+                "error_mean": 0.5, "converged": 2, "seeds": 2, "masked_exactly": True}
+
+    summary = [row("ratio 0.44", 0.75), row(HALF, 0.25)]
+    importance = [{"criterion": k, "accuracy": 0.5} for k in CRITERIA]
+    speed = [{"width": 8, "step": name, "steps_per_s": 1.0, "peak_extra_mib": 1.0} for name, _, _ in STEPS]
+    claims = NeRNResNet20._claims(summary, importance, speed, [], 0.44, None)
+    assert claims[CONVERGED] is False and claims["distillation beats reconstruction only"] is None
+    assert claims["crossfilter permutation beats no permutation"] is None and claims[HEADLINE] is False
+    assert "still raised the rebuilt accuracy at ratio 0.44 by 50.0 points" in _untestable(summary, 0.1, "ratio 0.44")[HEADLINE]
+    flat = [row("ratio 0.44", 0.75), row(HALF, 0.745)]
+    assert NeRNResNet20._claims(flat, importance, speed, [], 0.44, None)[CONVERGED] and HEADLINE not in _untestable(flat, 0.1, "ratio 0.44")
