@@ -150,12 +150,13 @@ def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged(capsys
 
 
 def test_default_size_and_schedule_scale_with_the_network():
-    from oral6_nern.representation import DEFAULT_STEPS, KERNEL_SHARE, WARMUP_SHARE
+    from oral6_nern.representation import DEFAULT_STEPS, KERNEL_SHARE, WARMUP_STEPS, default_warmup
 
     net = tiny_resnet()
     rep = registry.create("representation", "nern", {})
     rep.prepare(net)
-    assert rep.config.steps == DEFAULT_STEPS and rep.config.warmup_steps == int(WARMUP_SHARE * DEFAULT_STEPS)
+    assert rep.config.steps == DEFAULT_STEPS and rep.config.warmup_steps == WARMUP_STEPS < DEFAULT_STEPS // 7
+    assert default_warmup(700) == 100 and default_warmup(3500) == WARMUP_STEPS
     assert rep.config.kernel_batch == 256 < rep.layout.num_kernels  # the floor on a tiny network
     wide = registry.create("model", "resnet20", {"width": 8}).build((3, 8, 8), 4)
     scaled = registry.create("representation", "nern", {"hidden": None, "ratio": 0.44})
