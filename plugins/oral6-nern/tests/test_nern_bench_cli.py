@@ -22,7 +22,7 @@ def test_benchmark_quick_writes_its_files_and_rows(tmp_path):
         assert path.is_file() and path.stat().st_size > 0
     assert (tmp_path / "nern_resnet20.png") in result.files
     fits = [r for r in result.rows if r["table"] == "fits"]
-    runs = ["ratio 0.5", "ratio 1", "no permutation", "infilter", "reconstruction only", "GMP-pruned 0.5"]
+    runs = ["ratio 0.5", "ratio 1", "no permutation", "infilter", "reconstruction only", "half the distillation steps", "GMP-pruned 0.5"]
     assert [r["run"] for r in fits] == [run for run in runs for _ in (0, 1)] and {r["seed"] for r in fits} == {0, 1}
     assert all(0 <= r["reconstructed_acc"] <= 1 and 0 < r["ratio"] for r in fits)
     assert all(r["ratio"] <= 0.5 for r in fits if r["run"] not in ("ratio 1", "GMP-pruned 0.5"))
@@ -37,7 +37,7 @@ def test_benchmark_quick_writes_its_files_and_rows(tmp_path):
     crossfilter = [r for r in result.rows if r["table"] == "crossfilter"]
     assert [r["measure"] for r in crossfilter] == ["time", "smoothness"] * 2
     assert all(r["relative"] <= 1 + 1e-9 for r in crossfilter if r["measure"] == "smoothness")
-    assert result.markdown.count("\n- ") == 14 and "| ratio 0.5 |" in result.markdown
+    assert result.markdown.count("\n- ") == 15 and "| ratio 0.5 |" in result.markdown
     assert json.loads((tmp_path / "results.json").read_text())["claims"] == result.claims
 
 
@@ -81,3 +81,43 @@ def test_represent_learns_the_builder_of_any_model_from_the_checkpoint(tmp_path)
     assert represented.exit_code == 0, plain(represented.output)
     saved = load_torch(tmp_path / "nern-representation.pt")
     assert "cnn" in repr(saved) and "[4, 6]" in repr(saved) and "8, 8" in repr(saved)
+
+
+def test_fits_in_worker_processes_match_the_fits_in_this_process():
+    import torch
+
+    from oral6_core import registry
+    from oral6_nern.benchmark import QUICK, NeRNBenchConfig, NeRNResNet20, shrink_images
+
+    bundle = shrink_images(registry.create("dataset", "shapes32", {"num_samples": 120, "data_seed": 0}).load(), 8)
+    torch.manual_seed(0)
+    net = registry.create("model", "resnet20", {"width": 2}).build(bundle.input_shape, bundle.num_classes).eval()
+    runs = [("a", {"ratio": 0.5}, net), ("b", {"ratio": 0.5, "distill_weight": 0.0, "attention_weight": 0.0}, net)]
+    rows = {}
+    for workers in (1, 2):
+        config = NeRNBenchConfig(**{**QUICK, "seeds": [0], "workers": workers})
+        fits, curves, extra = NeRNResNet20._fits(config, bundle, runs, lambda: workers)
+        assert extra == workers
+        rows[workers] = [{k: v for k, v in r.items() if k != "fit_s"} for r in fits["rows"]], curves
+    assert [r["run"] for r in rows[2][0]] == ["a", "b"] and rows[2][0][0]["distillation"] and not rows[2][0][1]["distillation"]
+    assert rows[1] == rows[2]
+
+
+def test_claims_of_ablations_that_were_not_run_are_not_evaluated_and_the_half_run_gates_the_headline():
+    from oral6_nern.benchmark import CONVERGED, HALF, HEADLINE, NeRNResNet20, _untestable
+    from oral6_nern.importance import CRITERIA
+    from oral6_nern.speed import STEPS
+
+    def row(run, acc, ratio=0.44):
+        return {"run": run, "ratio": ratio, "acc_mean": acc, "original": 0.95, "gap_mean": 100 * (0.95 - acc),
+                "error_mean": 0.5, "converged": 2, "seeds": 2, "masked_exactly": True}
+
+    summary = [row("ratio 0.44", 0.75), row(HALF, 0.25)]
+    importance = [{"criterion": k, "accuracy": 0.5} for k in CRITERIA]
+    speed = [{"width": 8, "step": name, "steps_per_s": 1.0, "peak_extra_mib": 1.0} for name, _, _ in STEPS]
+    claims = NeRNResNet20._claims(summary, importance, speed, [], 0.44, None)
+    assert claims[CONVERGED] is False and claims["distillation beats reconstruction only"] is None
+    assert claims["crossfilter permutation beats no permutation"] is None and claims[HEADLINE] is False
+    assert "still raised the rebuilt accuracy at ratio 0.44 by 50.0 points" in _untestable(summary, 0.1, "ratio 0.44")[HEADLINE]
+    flat = [row("ratio 0.44", 0.75), row(HALF, 0.745)]
+    assert NeRNResNet20._claims(flat, importance, speed, [], 0.44, None)[CONVERGED] and HEADLINE not in _untestable(flat, 0.1, "ratio 0.44")

@@ -150,12 +150,13 @@ def test_fit_logs_accuracy_and_warns_when_the_predictor_has_not_converged(capsys
 
 
 def test_default_size_and_schedule_scale_with_the_network():
-    from oral6_nern.representation import DEFAULT_STEPS, KERNEL_SHARE, WARMUP_SHARE
+    from oral6_nern.representation import DEFAULT_STEPS, KERNEL_SHARE, WARMUP_STEPS, default_warmup
 
     net = tiny_resnet()
     rep = registry.create("representation", "nern", {})
     rep.prepare(net)
-    assert rep.config.steps == DEFAULT_STEPS and rep.config.warmup_steps == int(WARMUP_SHARE * DEFAULT_STEPS)
+    assert rep.config.steps == DEFAULT_STEPS and rep.config.warmup_steps == WARMUP_STEPS < DEFAULT_STEPS // 7
+    assert default_warmup(700) == 100 and default_warmup(3500) == WARMUP_STEPS
     assert rep.config.kernel_batch == 256 < rep.layout.num_kernels  # the floor on a tiny network
     wide = registry.create("model", "resnet20", {"width": 8}).build((3, 8, 8), 4)
     scaled = registry.create("representation", "nern", {"hidden": None, "ratio": 0.44})
@@ -200,3 +201,26 @@ def test_the_papers_configuration_runs_on_cpu_at_tiny_scale():
     rep.fit(tiny_resnet(), tiny_bundle())
     assert [int(r["step"]) for r in rep.history] == [1, 2, 3] and all("kd" in r and "fmap" in r for r in rep.history)
     assert rep.predictor.mlp[0].out_features == 160 and rep.reconstruct() is not None
+
+
+def test_warns_when_the_rebuilt_network_ends_far_below_the_original():
+    from oral6_nern.feedback import FarFromOriginalWarning, warn_if_far_from_original
+
+    history = [{"step": 10.0, "rel_error": 0.5, "accuracy": 0.20}, {"step": 20.0, "rel_error": 0.5, "accuracy": 0.15}]
+    with pytest.warns(FarFromOriginalWarning, match="65.0 points below"):
+        assert warn_if_far_from_original(history, 0.80, 0.05)
+    assert not warn_if_far_from_original(history, 0.19, 0.05)
+    assert not warn_if_far_from_original(history, None, 0.05)
+    assert not warn_if_far_from_original([{"step": 1.0, "rel_error": 0.5}], 0.8, 0.05)
+    import warnings
+
+    from oral6_nern.representation import probe_accuracy
+
+    net, bundle = tiny_resnet(), tiny_bundle()
+    rep = registry.create("representation", "nern", {**FAST, "steps": 3, "log_every": 1, "accuracy_tol": 0.0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep.fit(net, bundle)
+    assert rep.original_probe_accuracy == probe_accuracy(net, bundle.test.x, bundle.test.y)
+    far = rep.original_probe_accuracy - rep.history[-1]["accuracy"] > 0
+    assert any(issubclass(w.category, FarFromOriginalWarning) for w in caught) == far

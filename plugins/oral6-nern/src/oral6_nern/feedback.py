@@ -15,6 +15,10 @@ class NotConvergedWarning(UserWarning):
     """The predictor's weight error was still falling at the end of training."""
 
 
+class FarFromOriginalWarning(UserWarning):
+    """The rebuilt network's probe accuracy ended far below the original network's."""
+
+
 @contextmanager
 def training_progress(steps: int, enabled: bool = True) -> Iterator[Monitor]:
     """The core's progress display over ``steps``: on a terminal a bar with the loss, the weight error and the
@@ -78,5 +82,20 @@ def warn_if_not_converged(history: list[dict[str, float]], tolerance: float) -> 
         f"{100 * tolerance:.1f}), ending at weight error {end['rel_error']:.3f}{accuracy}. Raise representation.steps "
         f"(now {int(end['step'])}), e.g. --set representation.steps={4 * int(end['step'])}.",
         NotConvergedWarning, stacklevel=3,
+    )
+    return True
+
+
+def warn_if_far_from_original(history: list[dict[str, float]], original: float | None, tolerance: float) -> bool:
+    """Warn (``FarFromOriginalWarning``) when the rebuilt network's last probe accuracy is more than ``tolerance``
+    (absolute) below the ``original`` network's on the same images; a converged fit can still be a poor one."""
+    accuracy = history[-1].get("accuracy") if history else None
+    if original is None or accuracy is None or original - accuracy <= tolerance:
+        return False
+    warnings.warn(
+        f"The network rebuilt from the NeRN predictor reaches {accuracy:.3f} probe accuracy against the original's "
+        f"{original:.3f} ({100 * (original - accuracy):.1f} points below, tolerance {100 * tolerance:.1f}). Raise "
+        f"representation.ratio (a larger predictor) or representation.steps (now {int(history[-1]['step'])}).",
+        FarFromOriginalWarning, stacklevel=3,
     )
     return True
