@@ -29,12 +29,17 @@ class StreamScores:
     Per (after k, environment j ≤ k): the metrics of ``evaluate_representation`` on environment j's
     held-out data (its training data when the stream has no held-out sets) and the dims the code uses
     on it. After each k > 0: the debiased ``leakage`` of environment k's new factors (those no earlier
-    environment varies) into the dims used on the earlier environments after k − 1.
+    environment varies) into the dims used on the earlier environments after k − 1. ``dci_trees`` and
+    ``dci_samples`` go to ``evaluate_representation``; ``extra(env, codes)`` (optional) adds fields to each
+    row from the environment and its codes on the evaluation data.
     """
 
     def __init__(self, encode: Callable[[Tensor], Tensor], stream: Sequence[Environment], seed: int = 0,
-                 num_samples: int = 2000) -> None:
+                 num_samples: int = 2000, dci_trees: int = 20, dci_samples: int | None = 1000,
+                 extra: Callable[[Environment, np.ndarray], dict[str, Any]] | None = None) -> None:
         self.encode, self.stream, self.seed, self.num_samples = encode, list(stream), seed, num_samples
+        self.dci = {"dci_trees": dci_trees, "dci_samples": dci_samples}
+        self.extra = extra
         self.held_out = all(env.held_out is not None for env in self.stream)
         self.rows: list[dict[str, Any]] = []
         self.used: dict[tuple[int, int], np.ndarray] = {}
@@ -50,10 +55,12 @@ class StreamScores:
         rows = []
         for seen, env in enumerate(self.stream[: index + 1]):
             scores = disentanglement.evaluate_representation(self.encode, evaluation_data(env), env.factor_names,
-                                                             self.num_samples, seed=self.seed)
-            self.used[(index, seen)] = used_dims(self._codes(env)[0])
+                                                             self.num_samples, seed=self.seed, **self.dci)
+            codes = self._codes(env)[0]
+            self.used[(index, seen)] = used_dims(codes)
             rows.append({"after": index + 1, "environment": env.name, **scores,
-                         "active_dims": int(self.used[(index, seen)].sum())})
+                         "active_dims": int(self.used[(index, seen)].sum()),
+                         **(self.extra(env, codes) if self.extra is not None else {})})
         if index > 0:
             env = self.stream[index]
             earlier = {f for e in self.stream[:index] for f in e.varying}

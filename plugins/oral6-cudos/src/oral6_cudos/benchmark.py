@@ -16,8 +16,8 @@ from oral6_core import registry
 from oral6_core.bench import markdown_table, mean_std, new_figure, save_figure
 from oral6_core.components import Benchmark, BenchResult, Environment
 from oral6_core.config import ComponentConfig
-from oral6_core.metrics.disentanglement import (encode_dataset, evaluate_representation, leakage,
-                                                normalized_mutual_information)
+from oral6_core.metrics.disentanglement import normalized_mutual_information
+from oral6_core.metrics.stream import StreamScores, evaluation_data
 
 MODELS = ("cudos", "beta-vae", "beta-vae-replay")
 
@@ -94,7 +94,7 @@ class CUDOSStreamBenchmark(Benchmark):
             for name in MODELS:
                 torch.manual_seed(seed)
                 pictures = out_dir / name if seed == c.seeds[0] else None
-                runs[name].append(self.run_one(name, train, held_out, seed, epochs, quick, pictures))
+                runs[name].append(self.run_one(name, train, seed, epochs, quick, pictures))
         rows = self.summary_rows(runs)
         files = [self.plot(runs, out_dir / "cudos-stream.png"), *sorted(out_dir.glob("*/env*.png"))]
         claims = self.claims(rows, runs)
@@ -103,9 +103,10 @@ class CUDOSStreamBenchmark(Benchmark):
                     + self.dims_table(runs, held_out) + "\n" + verdicts + "\n")
         return BenchResult(rows, markdown, files, claims)
 
-    def run_one(self, name: str, train: list[Environment], held_out: list[Environment], seed: int, epochs: tuple[int, int],
+    def run_one(self, name: str, train: list[Environment], seed: int, epochs: tuple[int, int],
                 quick: bool, pictures: Path | None) -> dict[str, Any]:
-        """Train one model on the stream; after each environment, score every environment seen so far on its held-out data.
+        """Train one model on the stream; after each environment, score every environment seen so far on its held-out data
+        (``oral6_core.metrics.stream``).
 
         Records per (after, environment): the metrics, the held-out reconstruction BCE, the dims the code
         uses on that environment (std > 0.1 × the largest) and the dim that holds most of each factor.
@@ -113,32 +114,21 @@ class CUDOSStreamBenchmark(Benchmark):
         """
         c = self.config
         model = registry.create("generative-model", name, self.model_options(name, seed, epochs, quick))
-        scores: dict[tuple[int, int], dict[str, Any]] = {}
-        leaks: list[float] = []
+
+        def extra(env: Environment, codes: np.ndarray) -> dict[str, Any]:
+            data = evaluation_data(env)
+            varying = [env.factor_names.index(f) for f in env.varying]
+            nmi = normalized_mutual_information(codes, data.y.numpy()[: len(codes), varying])
+            return {"recon": reconstruction_bce(model, data.x[: len(codes)]),
+                    "factor_dims": {f: int(nmi[:, i].argmax()) for i, f in enumerate(env.varying)}}
+
+        stream = StreamScores(model.encode, train, seed, c.eval_samples, c.dci_trees, c.dci_samples, extra)
         spikes: list[torch.Tensor] = []  # CUDOS: each environment's spike vector after it
         train_seconds, started = [0.0], [time.perf_counter()]
 
         def after(index: int, _env: Environment) -> None:
             train_seconds[0] += time.perf_counter() - started[0]
-            for seen in range(index + 1):
-                env = held_out[seen]
-                metrics: dict[str, Any] = evaluate_representation(model.encode, env.data, env.factor_names, c.eval_samples,
-                                                                  seed, dci_trees=c.dci_trees, dci_samples=c.dci_samples)
-                codes = encode_dataset(model.encode, env.data.x)
-                varying = [env.factor_names.index(f) for f in env.varying]
-                factors = env.data.y.numpy()[:, varying]
-                nmi = normalized_mutual_information(codes, factors)
-                spread = codes.std(axis=0)
-                metrics.update(recon=reconstruction_bce(model, env.data.x),
-                               used=spread > 0.1 * max(spread.max(), 1e-12),
-                               factor_dims={f: int(nmi[:, i].argmax()) for i, f in enumerate(env.varying)})
-                scores[(index, seen)] = metrics
-            if index > 0:
-                env, before = held_out[index], held_out[:index]
-                earlier = {f for e in before for f in e.varying}
-                new = [env.factor_names.index(f) for f in env.varying if f not in earlier]
-                old_dims = np.any([scores[(index - 1, j)]["used"] for j in range(index)], axis=0)
-                leaks.append(leakage(encode_dataset(model.encode, env.data.x), env.data.y.numpy(), old_dims, new, seed=seed))
+            stream.after_environment(index)
             if hasattr(model, "active_dims"):
                 spikes.append(model.spikes()[index].detach())
             if pictures is not None:
@@ -148,7 +138,9 @@ class CUDOSStreamBenchmark(Benchmark):
         model.fit(train, after)
         steps = getattr(model, "global_step", 0)
         threshold = getattr(model.config, "active_threshold", 0.5)
-        return {"scores": scores, "leakage": leaks, "seconds": train_seconds[0], "steps": steps,
+        scores = {(r["after"] - 1, j): {**r, "used": stream.used[(r["after"] - 1, j)]}
+                  for r in stream.rows for j, env in enumerate(train) if env.name == r["environment"]}
+        return {"scores": scores, "leakage": stream.leakage, "seconds": train_seconds[0], "steps": steps,
                 "spike_dims": [int(model.active_dims(k).sum()) for k in range(len(train))] if hasattr(model, "active_dims") else [],
                 "spike_dims_after_own": [int((s > threshold).sum()) for s in spikes],
                 "largest_spike_after_own": [float(s.max()) for s in spikes]}
