@@ -67,6 +67,23 @@ def test_cudos_continual_phase_freezes_a_copy_and_replays_from_components_holdin
     assert all(torch.equal(a, b) for a, b in zip(before, model.old["encoder"].parameters()))
 
 
+@pytest.mark.parametrize("kind", ["prototype-shared", "encoder-shared"])
+def test_combined_code_takes_the_chosen_source_on_shared_dims_and_trains(stream, kind):
+    from oral6_cudos.cudos import combined_code
+
+    shared = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    prototype, z = torch.full((1, 4), 7.0), torch.full((1, 4), -3.0)
+    on_shared, elsewhere = (7.0, -3.0) if kind == "prototype-shared" else (-3.0, 7.0)
+    assert combined_code(shared, prototype, z, kind).tolist() == [[on_shared, elsewhere, on_shared, elsewhere]]
+    torch.manual_seed(0)
+    model = make("cudos", combined_code=kind)
+    model.fit(stream[:2])
+    assert torch.isfinite(model.spikes()).all()
+    terms = model.vae_terms(stream[1].data.x[:8], torch.ones(8, dtype=torch.long))
+    parts = model.continual_terms(terms, 1, model.replay_batch(4))
+    assert set(parts) == {"replay", "shared_kl", "agreement"} and all(torch.isfinite(v) for v in parts.values())
+
+
 def test_spikes_are_per_environment_and_mean_code_uses_their_union(stream):
     model = make("cudos")
     model.fit(stream[:1])
@@ -93,8 +110,15 @@ def test_save_load_restores_the_whole_state_and_resumes_the_stream(stream, tmp_p
     calls = []
     restored.fit(stream, lambda k, env: calls.append(k))
     assert calls == [2] and restored.slots == 3
-    with pytest.raises(CheckpointError, match="options"):
+    with pytest.raises(CheckpointError, match="latent_dim"):
         make("cudos", latent_dim=3).load(tmp_path / "cudos.pt")
+    # a file written before an option existed loads when the option is at its default, and only then
+    saved = torch.load(tmp_path / "cudos.pt", weights_only=False)
+    del saved["config"]["combined_code"]
+    torch.save(saved, tmp_path / "older.pt")
+    make("cudos").load(tmp_path / "older.pt")
+    with pytest.raises(CheckpointError, match="combined_code"):
+        make("cudos", combined_code="encoder-shared").load(tmp_path / "older.pt")
     with pytest.raises(CheckpointError, match="not 'beta-vae'"):
         make("beta-vae").load(tmp_path / "cudos.pt")
 

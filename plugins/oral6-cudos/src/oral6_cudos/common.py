@@ -183,8 +183,12 @@ class StreamVAE(GenerativeModel):
         saved = load_torch(path, map_location=self.device)
         if saved.get("model") != self.name:
             raise CheckpointError(f"{path} holds a {saved.get('model')!r} model, not {self.name!r}; load it with that model.")
-        if saved["config"] != self.config.model_dump(mode="json"):
-            raise CheckpointError(f"{path} was saved with other options ({saved['config']}); create the model with them to load it.")
+        mine = self.config.model_dump(mode="json")
+        # options added since the file was written count at their defaults
+        theirs = {**type(self.config)().model_dump(mode="json"), **saved["config"]}
+        differ = {k: theirs.get(k) for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)}
+        if differ:
+            raise CheckpointError(f"{path} was saved with other options ({differ}); create the model with them to load it.")
         self.load_state(saved["state"])
 
     def frozen_copy(self, module: nn.Module) -> nn.Module:

@@ -14,6 +14,13 @@ from .som import SOMPrior, annealed_sigma, spike_slab_log_density
 from .spike_slab import bernoulli_kl, expected_selection, gaussian_kl, logit, spike_and_slab_sample
 
 
+def combined_code(shared: Tensor, prototype: Tensor, z: Tensor, kind: str = "prototype-shared") -> Tensor:
+    """The code both decoders must agree on: ``shared`` (in [0, 1] per dim) selects the prototype's mean
+    (``prototype-shared``) or the encoder's sample ``z`` (``encoder-shared``), the other fills the remaining dims."""
+    on_shared, elsewhere = (prototype, z) if kind == "prototype-shared" else (z, prototype)
+    return shared * on_shared + (1 - shared) * elsewhere
+
+
 class CUDOSConfig(StreamVAEConfig):
     som_rows: int = Field(20, ge=2, description="Rows of the SOM grid (a torus).")
     som_cols: int = Field(20, ge=2, description="Columns of the SOM grid.")
@@ -33,6 +40,10 @@ class CUDOSConfig(StreamVAEConfig):
     replay_weight: float = Field(1.0, ge=0, description="Weight of the replayed-data losses.")
     decoder_replay_weight: float = Field(0.25, ge=0, description="Weight of the new decoder reconstructing replay images from old z.")
     shared_weight: float = Field(0.35, ge=0, description="Weight of old and new decoders agreeing on the combined code.")
+    combined_code: Literal["prototype-shared", "encoder-shared"] = Field(
+        "prototype-shared", description="Combined code of the agreement loss: the prototype on the shared dims and the encoder's "
+        "sample elsewhere (our reading of the paper), or the encoder's sample on the shared dims and the prototype elsewhere "
+        "(the reference code).")
     max_environments: int = Field(8, ge=1, description="Spike-vector slots (environments the model can hold).")
     boundaries: Literal["given", "detect"] = Field("given", description="Environment boundaries from the stream, or detected from reconstruction loss.")
     detect_ratio: float = Field(1.5, gt=1, description="detect: open a new environment when the best reconstruction loss exceeds this × its running mean.")
@@ -106,8 +117,10 @@ class CUDOS(StreamVAE):
         slab_kl = (spike[:, None, :] * gaussian_kl(mu[:, None, :], logvar[:, None, :], som_means[None], som_logvars[None])).sum(-1)
         spike_kl = bernoulli_kl(spike[:, None, :], alpha[None]).sum(-1)
         balance = ((1.0 / self.som.num_components - q) ** 2).sum(-1)
-        loss = recon + c.gamma * (q_fixed * slab_kl).sum(-1) + (q_fixed * spike_kl).sum(-1) + balance
-        return {"loss": loss.mean(), "recon": recon.mean(), "z": z, "mu": mu, "logvar": logvar, "logits": logits}
+        parts = {"recon": recon.mean(), "slab_kl": c.gamma * (q_fixed * slab_kl).sum(-1).mean(),
+                 "spike_kl": (q_fixed * spike_kl).sum(-1).mean(), "balance": balance.mean()}
+        return {"loss": sum(parts.values()), "parts": parts, "recon": parts["recon"], "z": z, "mu": mu, "logvar": logvar,
+                "logits": logits}
 
     def replay_batch(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """Images decoded by the old decoder from z drawn from old SOM components that hold data, with their slots."""
@@ -120,8 +133,9 @@ class CUDOS(StreamVAE):
             images = torch.sigmoid(self.old["decoder"](z))
         return images, z, self.old_replay_slot[components]
 
-    def continual_terms(self, new: dict[str, Tensor], slot: int, replayed: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        """Replay (VAE loss + encoder/decoder consistency) and shared-dimension losses against the frozen model."""
+    def continual_terms(self, new: dict[str, Tensor], slot: int, replayed: tuple[Tensor, Tensor, Tensor]) -> dict[str, Tensor]:
+        """Replay (VAE loss + encoder/decoder consistency) and shared-dimension losses against the frozen model, weighted,
+        by name (their sum is added to the new data's VAE loss)."""
         c = self.config
         assert self.old is not None and self.old_holding is not None
         x_replay, z_old, replay_slots = replayed
@@ -134,12 +148,12 @@ class CUDOS(StreamVAE):
         proto_mu, proto_logvar = old_som.means[bmu], old_som.logvars[bmu]
         shared = torch.sigmoid(c.sharpness * (old_som.slab_probability()[bmu] * self.spikes()[slot][None] - 0.5))
         shared_kl = (shared * gaussian_kl(new["mu"], new["logvar"], proto_mu, proto_logvar)).sum(1).mean()
-        combined = shared * proto_mu + (1 - shared) * new["z"]
+        combined = combined_code(shared, proto_mu, new["z"], c.combined_code)
         with torch.no_grad():
             old_pixels = torch.sigmoid(self.old["decoder"](combined.detach()))
         agreement = F.binary_cross_entropy_with_logits(self.decoder(combined), old_pixels, reduction="none").flatten(1).sum(1).mean()
-        return (c.replay_weight * (replay["loss"] + encoder_consistency + c.decoder_replay_weight * decoder_consistency)
-                + shared_kl + c.shared_weight * agreement)
+        return {"replay": c.replay_weight * (replay["loss"] + encoder_consistency + c.decoder_replay_weight * decoder_consistency),
+                "shared_kl": shared_kl, "agreement": c.shared_weight * agreement}
 
     # ------------------------------------------------------------------ training
 
@@ -152,7 +166,7 @@ class CUDOS(StreamVAE):
             terms = self.vae_terms(x, slots)
             loss = terms["loss"]
             if replayed is not None:
-                loss = loss + self.continual_terms(terms, slot, replayed)
+                loss = loss + sum(self.continual_terms(terms, slot, replayed).values())
             self.vae_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.vae_optimizer.step()
