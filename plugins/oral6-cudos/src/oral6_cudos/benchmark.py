@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ class CUDOSStreamConfig(ComponentConfig):
     som_side: int = Field(8, ge=2, description="CUDOS SOM grid side (rows = cols).")
     lr: float = Field(5e-4, gt=0, description="Adam learning rate of every model (CUDOS's reference rate, spikes included).")
     beta: float = Field(4.0, ge=0, description="β of the β-VAE baselines.")
+    combined_code: Literal["prototype-shared", "encoder-shared"] = Field("prototype-shared", description="CUDOS's combined code (see the model's option).")
     eval_samples: int = Field(2000, ge=64, description="Held-out points per environment and evaluation.")
     dci_samples: int = Field(1000, ge=64, description="Of those, points used by DCI (see the metrics' calibration).")
     dci_trees: int = Field(20, ge=1, description="Boosting stages of DCI's classifiers.")
@@ -56,7 +57,7 @@ class CUDOSStreamBenchmark(Benchmark):
             options.update(channels=(8,) * len(c.channels), hidden=32)
         if name == "cudos":
             # σ anneals from a third of the first environment to its end (the reference: steps 750 → 2000 of a longer run).
-            options.update(som_rows=c.som_side, som_cols=c.som_side, spike_lr=c.lr,
+            options.update(som_rows=c.som_side, som_cols=c.som_side, spike_lr=c.lr, combined_code=c.combined_code,
                            anneal_begin=c.steps_first // 3, anneal_end=c.steps_first)
         else:
             options["beta"] = c.beta
