@@ -27,7 +27,7 @@ from .feedback import late_accuracy_gain, late_improvement
 from .fitting import relative_rmse
 from .importance import CRITERIA, importance_study
 from .permutation_study import crossfilter_study
-from .representation import NeRN, NeRNConfig
+from .representation import DEFAULT_STEPS, NeRN, NeRNConfig
 from .speed import STEPS, step_speed
 
 
@@ -43,7 +43,7 @@ class NeRNBenchConfig(ComponentConfig):
     train_epochs: int = Field(30, ge=1, description="Epochs to train the original network (Adam, cosine, to convergence).")
     ratios: list[float] = Field([0.3, 0.44, 0.6], description="Target predictor / represented parameters of the main table.")
     ablation_ratio: float = Field(0.44, description="Ratio of the ablations and of the pruned-network fit (one of ratios).")
-    steps: int = Field(13000, ge=2, description="Predictor steps per fit (warm-up included); 13,000 is where doubling the distillation phase gained about a point at ratio 0.6.")
+    steps: int = Field(DEFAULT_STEPS, ge=2, description="Predictor steps per fit (warm-up included; `represent`'s default), where doubling the distillation phase gained about a point at ratio 0.6.")
     warmup_steps: int = Field(500, ge=0, description="Reconstruction-only steps before distillation starts.")
     batch_size: int = Field(16, ge=1, description="Images per distillation batch.")
     kernel_batch: int = Field(1024, ge=1, description="Kernels per reconstruction batch (≈ 14% of the kernels, the paper's share).")
