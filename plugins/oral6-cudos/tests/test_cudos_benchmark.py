@@ -13,9 +13,11 @@ def test_cudos_stream_benchmark_quick(tmp_path):
     assert all(path.is_file() for path in result.files)
     assert (tmp_path / "cudos-stream.png").is_file() and (tmp_path / "results.json").is_file()
     assert (tmp_path / "cudos" / "env2-som.png") in result.files and (tmp_path / "beta-vae" / "env2-traversals.png") in result.files
-    assert [row["model"] for row in result.rows] == ["cudos", "beta-vae", "beta-vae-replay"]
+    assert (tmp_path / "cudos-encoder-shared" / "env2-som.png") in result.files
+    assert [row["model"] for row in result.rows] == ["cudos", "cudos (encoder-shared)", "beta-vae", "beta-vae-replay"]
     assert all(not key.startswith("_") for row in result.rows for key in row)
-    assert len(result.claims) == 6 and "final MIG" in result.markdown and "factor → dim" in result.markdown
+    assert len(result.claims) == 12 and any(claim.startswith("CUDOS (encoder-shared) ") for claim in result.claims)
+    assert "final MIG" in result.markdown and "factor → dim" in result.markdown
     assert "position: MIG (own → end)" in result.markdown and "largest spike after each env" in result.markdown
     assert result.rows[0]["new dims per env"].count("/") == 1  # quick mode: the first two environments
 
@@ -37,3 +39,20 @@ def test_forgetting_new_dims_and_reuse_from_a_known_record():
     assert shared_factor_reuse(r)
     r["scores"][(1, 1)]["factor_dims"] = {"b": 1}
     assert not shared_factor_reuse(r)  # no factor is shared
+
+
+def test_a_run_in_a_worker_process_scores_as_in_this_process(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from oral6_cudos.benchmark import CUDOSStreamBenchmark, CUDOSStreamConfig, _run_job
+
+    config = CUDOSStreamConfig(seeds=[0], samples_per_environment=96, steps_first=2, steps_next=2, latent_dim=4,
+                               eval_samples=96, dci_samples=96, dci_trees=5, workers=2)
+    here = CUDOSStreamBenchmark(config).run_job("beta-vae", 0, True, tmp_path / "here")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        there = pool.submit(_run_job, config, "beta-vae", 0, True, tmp_path / "there").result()
+    assert here["scores"].keys() == there["scores"].keys() and here["steps"] == there["steps"] > 0
+    for key, row in here["scores"].items():
+        assert [row[m] for m in ("mig", "dci_disentanglement", "recon")] == [there["scores"][key][m] for m in ("mig", "dci_disentanglement", "recon")]
+    assert (tmp_path / "there" / "beta-vae" / "env2-traversals.png").is_file()

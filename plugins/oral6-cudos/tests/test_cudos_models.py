@@ -114,11 +114,14 @@ def test_save_load_restores_the_whole_state_and_resumes_the_stream(stream, tmp_p
         make("cudos", latent_dim=3).load(tmp_path / "cudos.pt")
     # a file written before an option existed loads when the option is at its default, and only then
     saved = torch.load(tmp_path / "cudos.pt", weights_only=False)
-    del saved["config"]["combined_code"]
+    # (at the behaviour the code had before it: the joint SOM winner)
+    del saved["config"]["combined_code"], saved["config"]["som_winner"]
     torch.save(saved, tmp_path / "older.pt")
-    make("cudos").load(tmp_path / "older.pt")
+    with pytest.raises(CheckpointError, match="som_winner"):
+        make("cudos").load(tmp_path / "older.pt")
+    make("cudos", som_winner="joint").load(tmp_path / "older.pt")
     with pytest.raises(CheckpointError, match="combined_code"):
-        make("cudos", combined_code="encoder-shared").load(tmp_path / "older.pt")
+        make("cudos", som_winner="joint", combined_code="encoder-shared").load(tmp_path / "older.pt")
     with pytest.raises(CheckpointError, match="not 'beta-vae'"):
         make("beta-vae").load(tmp_path / "cudos.pt")
 

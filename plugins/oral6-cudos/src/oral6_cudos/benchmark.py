@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import re
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +22,7 @@ from oral6_core.config import ComponentConfig
 from oral6_core.metrics.disentanglement import normalized_mutual_information
 from oral6_core.metrics.stream import StreamScores, evaluation_data
 
-MODELS = ("cudos", "beta-vae", "beta-vae-replay")
+BASELINES = ("beta-vae", "beta-vae-replay")
 
 
 class CUDOSStreamConfig(ComponentConfig):
@@ -27,7 +30,7 @@ class CUDOSStreamConfig(ComponentConfig):
     dataset: str = Field("dsprites-split", description="A stream dataset of this plugin.")
     image_size: int = Field(16, ge=16, description="Side of the rendered images.")
     samples_per_environment: int = Field(6400, ge=64, description="Training images per environment.")
-    steps_first: int = Field(2400, ge=1, description="Steps (batches of 64) on the first environment (CUDOS's spikes pass 0.5 after about 2,000).")
+    steps_first: int = Field(6000, ge=1, description="Steps (batches of 64) on the first environment (β-VAE's MIG on it reaches the published range after about 6,000).")
     steps_next: int = Field(1600, ge=1, description="Steps on each later environment.")
     latent_dim: int = Field(10, ge=2, description="Latent dimensions of every model.")
     channels: tuple[int, ...] = Field((16, 32, 64), description="Conv widths of every model.")
@@ -35,11 +38,14 @@ class CUDOSStreamConfig(ComponentConfig):
     som_side: int = Field(8, ge=2, description="CUDOS SOM grid side (rows = cols).")
     lr: float = Field(5e-4, gt=0, description="Adam learning rate of every model (CUDOS's reference rate, spikes included).")
     beta: float = Field(4.0, ge=0, description="β of the β-VAE baselines.")
-    combined_code: Literal["prototype-shared", "encoder-shared"] = Field("prototype-shared", description="CUDOS's combined code (see the model's option).")
+    combined_codes: list[Literal["prototype-shared", "encoder-shared"]] = Field(
+        ["prototype-shared", "encoder-shared"], min_length=1,
+        description="CUDOS's combined codes (see the model's option), one CUDOS row each.")
     eval_samples: int = Field(2000, ge=64, description="Held-out points per environment and evaluation.")
     dci_samples: int = Field(1000, ge=64, description="Of those, points used by DCI (see the metrics' calibration).")
     dci_trees: int = Field(20, ge=1, description="Boosting stages of DCI's classifiers.")
-    threads: int = Field(1, ge=1, description="torch CPU threads.")
+    threads: int = Field(1, ge=1, description="torch CPU threads (of each process).")
+    workers: int = Field(1, ge=1, description="(seed, model) runs in this many processes at once (1: in this process).")
 
 
 class CUDOSStreamBenchmark(Benchmark):
@@ -49,7 +55,14 @@ class CUDOSStreamBenchmark(Benchmark):
     Config = CUDOSStreamConfig
     readme = Path(__file__).parents[2] / "README.md"
 
+    def entries(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The compared models: row label -> (registered name, options beyond the shared ones)."""
+        cudos = {("cudos" if kind == "prototype-shared" else f"cudos ({kind})"): ("cudos", {"combined_code": kind})
+                 for kind in self.config.combined_codes}
+        return {**cudos, **{name: (name, {}) for name in BASELINES}}
+
     def model_options(self, name: str, seed: int, epochs: tuple[int, int], quick: bool) -> dict[str, Any]:
+        """Options of model ``name`` (a registered name) shared by every row that uses it."""
         c = self.config
         options: dict[str, Any] = {"latent_dim": c.latent_dim, "epochs_first": epochs[0], "epochs_next": epochs[1],
                                    "seed": seed, "device": "cpu", "lr": c.lr, "channels": c.channels, "hidden": c.hidden}
@@ -57,7 +70,7 @@ class CUDOSStreamBenchmark(Benchmark):
             options.update(channels=(8,) * len(c.channels), hidden=32)
         if name == "cudos":
             # σ anneals from a third of the first environment to its end (the reference: steps 750 → 2000 of a longer run).
-            options.update(som_rows=c.som_side, som_cols=c.som_side, spike_lr=c.lr, combined_code=c.combined_code,
+            options.update(som_rows=c.som_side, som_cols=c.som_side, spike_lr=c.lr,
                            anneal_begin=c.steps_first // 3, anneal_end=c.steps_first)
         else:
             options["beta"] = c.beta
@@ -87,15 +100,18 @@ class CUDOSStreamBenchmark(Benchmark):
 
     def _run(self, out_dir: Path, quick: bool) -> BenchResult:
         c = self.config
-        batches = -(-c.samples_per_environment // 64)
-        epochs = (max(1, round(c.steps_first / batches)), max(1, round(c.steps_next / batches)))
-        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODELS}
-        for seed in c.seeds:
-            train, held_out = self.streams(seed, quick)
-            for name in MODELS:
-                torch.manual_seed(seed)
-                pictures = out_dir / name if seed == c.seeds[0] else None
-                runs[name].append(self.run_one(name, train, seed, epochs, quick, pictures))
+        entries = self.entries()
+        jobs = [(label, seed) for seed in c.seeds for label in entries]
+        if c.workers == 1:
+            results = [self.run_job(label, seed, quick, out_dir) for label, seed in jobs]
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(c.workers, len(jobs)), mp_context=context) as pool:
+                results = list(pool.map(_run_job, *zip(*[(c, label, seed, quick, out_dir) for label, seed in jobs])))
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label in entries}
+        for (label, _), result in zip(jobs, results):
+            runs[label].append(result)
+        held_out = self.streams(c.seeds[0], quick)[1]
         rows = self.summary_rows(runs)
         files = [self.plot(runs, out_dir / "cudos-stream.png"), *sorted(out_dir.glob("*/env*.png"))]
         claims = self.claims(rows, runs)
@@ -104,8 +120,19 @@ class CUDOSStreamBenchmark(Benchmark):
                     + self.dims_table(runs, held_out) + "\n" + verdicts + "\n")
         return BenchResult(rows, markdown, files, claims)
 
-    def run_one(self, name: str, train: list[Environment], seed: int, epochs: tuple[int, int],
-                quick: bool, pictures: Path | None) -> dict[str, Any]:
+    def run_job(self, label: str, seed: int, quick: bool, out_dir: Path) -> dict[str, Any]:
+        """Row ``label`` on seed ``seed``'s stream (``run_one``); the first seed writes its pictures under ``out_dir``."""
+        c = self.config
+        name, extra = self.entries()[label]
+        train, _ = self.streams(seed, quick)
+        batches = -(-c.samples_per_environment // 64)
+        epochs = (max(1, round(c.steps_first / batches)), max(1, round(c.steps_next / batches)))
+        torch.manual_seed(seed)
+        pictures = out_dir / re.sub(r"[^a-z0-9-]+", "-", label).strip("-") if seed == c.seeds[0] else None
+        return self.run_one(name, {**self.model_options(name, seed, epochs, quick), **extra}, train, seed, pictures)
+
+    def run_one(self, name: str, options: dict[str, Any], train: list[Environment], seed: int,
+                pictures: Path | None) -> dict[str, Any]:
         """Train one model on the stream; after each environment, score every environment seen so far on its held-out data
         (``oral6_core.metrics.stream``).
 
@@ -114,7 +141,7 @@ class CUDOSStreamBenchmark(Benchmark):
         With ``pictures``, the model's pictures after each environment are written there.
         """
         c = self.config
-        model = registry.create("generative-model", name, self.model_options(name, seed, epochs, quick))
+        model = registry.create("generative-model", name, options)
 
         def extra(env: Environment, codes: np.ndarray) -> dict[str, Any]:
             data = evaluation_data(env)
@@ -125,6 +152,7 @@ class CUDOSStreamBenchmark(Benchmark):
 
         stream = StreamScores(model.encode, train, seed, c.eval_samples, c.dci_trees, c.dci_samples, extra)
         spikes: list[torch.Tensor] = []  # CUDOS: each environment's spike vector after it
+        som_usage: list[tuple[float, float]] = []  # CUDOS: largest π, perplexity of the environment's BMU hits
         train_seconds, started = [0.0], [time.perf_counter()]
 
         def after(index: int, _env: Environment) -> None:
@@ -132,6 +160,9 @@ class CUDOSStreamBenchmark(Benchmark):
             stream.after_environment(index)
             if hasattr(model, "active_dims"):
                 spikes.append(model.spikes()[index].detach())
+                hits = model.node_hits[:, index]
+                share = hits[hits > 0] / hits.sum()
+                som_usage.append((float(model.som.log_mixture_weights().exp().max()), float(torch.exp(-(share * share.log()).sum()))))
             if pictures is not None:
                 model.save_visuals(pictures, index)
             started[0] = time.perf_counter()
@@ -144,7 +175,7 @@ class CUDOSStreamBenchmark(Benchmark):
         return {"scores": scores, "leakage": stream.leakage, "seconds": train_seconds[0], "steps": steps,
                 "spike_dims": [int(model.active_dims(k).sum()) for k in range(len(train))] if hasattr(model, "active_dims") else [],
                 "spike_dims_after_own": [int((s > threshold).sum()) for s in spikes],
-                "largest_spike_after_own": [float(s.max()) for s in spikes]}
+                "largest_spike_after_own": [float(s.max()) for s in spikes], "som_usage": som_usage}
 
     def summary_rows(self, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """One row per model: final scores, forgetting (after own environment minus at the end), dims, leakage, time."""
@@ -175,7 +206,8 @@ class CUDOSStreamBenchmark(Benchmark):
 
     def per_environment_table(self, runs: dict[str, list[dict[str, Any]]], held_out: list[Environment]) -> str:
         """Per model: MIG and DCI-D of each environment after its own and after the last (mean over seeds);
-        for CUDOS also the dims whose spike exceeds the threshold and the largest spike after each environment."""
+        for CUDOS also the dims whose spike exceeds the threshold and the largest spike after each environment, and
+        how the SOM is used (its largest mixture weight, the perplexity of the environment's BMU hits)."""
         rows = []
         for name, results in runs.items():
             last = max(k for k, _ in results[0]["scores"])
@@ -188,6 +220,9 @@ class CUDOSStreamBenchmark(Benchmark):
             if results[0]["spike_dims_after_own"]:
                 row["spike dims / largest spike after each env (seed %d)" % self.config.seeds[0]] = " / ".join(
                     f"{d} ({m:.2f})" for d, m in zip(results[0]["spike_dims_after_own"], results[0]["largest_spike_after_own"]))
+                row["SOM: largest π, BMU-hit perplexity after each env (mean over seeds)"] = " / ".join(
+                    f"{np.mean(pis):.2f}, {np.mean(ppls):.1f}" for pis, ppls in
+                    (zip(*stage) for stage in zip(*(r["som_usage"] for r in results))))
             rows.append(row)
         return markdown_table(rows)
 
@@ -208,28 +243,32 @@ class CUDOSStreamBenchmark(Benchmark):
         return markdown_table(rows)
 
     def claims(self, rows: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> dict[str, bool]:
-        """The paper's claims; a comparison holds only when the mean gap exceeds the larger seed std of the two."""
+        """The paper's claims for each CUDOS row against both baselines; a comparison holds only when the mean gap
+        exceeds the larger seed std of the two."""
         by = {r["model"]: r.pop("_values") for r in rows}
-        others = [m for m in MODELS if m != "cudos"]
+        claims = {}
+        for label in (name for name in by if name not in BASELINES):
 
-        def beats(key: str, higher: bool) -> bool:
-            mine = np.array(by["cudos"][key])
-            for other in others:
-                theirs = np.array(by[other][key])
-                gap = (mine.mean() - theirs.mean()) * (1 if higher else -1)
-                if gap <= max(mine.std(), theirs.std()):
-                    return False
-            return True
+            def beats(key: str, higher: bool) -> bool:
+                mine = np.array(by[label][key])
+                for other in BASELINES:
+                    theirs = np.array(by[other][key])
+                    gap = (mine.mean() - theirs.mean()) * (1 if higher else -1)
+                    if gap <= max(mine.std(), theirs.std()):
+                        return False
+                return True
 
-        return {
-            "CUDOS ends with the best mean MIG (beyond seed std)": beats("mig", True),
-            "CUDOS ends with the best mean DCI disentanglement (beyond seed std)": beats("dci", True),
-            "CUDOS forgets earlier environments' MIG least (beyond seed std)": beats("forget_mig", False),
-            "CUDOS forgets earlier environments' reconstructions least (beyond seed std)": beats("forget_recon", False),
-            "CUDOS leaks new factors least into earlier dims (beyond seed std)": beats("leak", False),
-            "CUDOS keeps the shared factor on one dim more often than both baselines": all(
-                sum(by["cudos"]["reuse"]) > sum(by[m]["reuse"]) for m in others),
-        }
+            who = label.replace("cudos", "CUDOS")
+            claims.update({
+                f"{who} ends with the best mean MIG (beyond seed std)": beats("mig", True),
+                f"{who} ends with the best mean DCI disentanglement (beyond seed std)": beats("dci", True),
+                f"{who} forgets earlier environments' MIG least (beyond seed std)": beats("forget_mig", False),
+                f"{who} forgets earlier environments' reconstructions least (beyond seed std)": beats("forget_recon", False),
+                f"{who} leaks new factors least into earlier dims (beyond seed std)": beats("leak", False),
+                f"{who} keeps the shared factor on one dim more often than both baselines": all(
+                    sum(by[label]["reuse"]) > sum(by[m]["reuse"]) for m in BASELINES),
+            })
+        return claims
 
     def plot(self, runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
         """Left: MIG of each earlier environment after every later one (mean over them); right: final MIG per environment."""
@@ -240,11 +279,17 @@ class CUDOSStreamBenchmark(Benchmark):
             stages = np.array([[r["scores"][(k, 0)]["mig"] for k in range(num_envs)] for r in results])
             left.errorbar(np.arange(1, num_envs + 1), stages.mean(0), yerr=stages.std(0), marker="o", label=name, capsize=3)
             last = np.array([[r["scores"][(num_envs - 1, j)]["mig"] for j in range(num_envs)] for r in results])
-            right.bar(np.arange(1, num_envs + 1) + (i - 1) * width, last.mean(0), width, yerr=last.std(0), label=name, capsize=2)
+            right.bar(np.arange(1, num_envs + 1) + (i - (len(runs) - 1) / 2) * width, last.mean(0), width, yerr=last.std(0), label=name, capsize=2)
         left.set(xlabel="after environment", ylabel="MIG on environment 1 (held out)", title="retention of environment 1")
         right.set(xlabel="environment", ylabel="MIG at the end (held out)", title="final MIG per environment")
         left.legend(fontsize=8)
         return save_figure(fig, path)
+
+
+def _run_job(config: CUDOSStreamConfig, label: str, seed: int, quick: bool, out_dir: Path) -> dict[str, Any]:
+    """``CUDOSStreamBenchmark.run_job`` in a worker process (the benchmark's settings, quick ones included)."""
+    torch.set_num_threads(config.threads)
+    return CUDOSStreamBenchmark(config).run_job(label, seed, quick, out_dir)
 
 
 @torch.no_grad()

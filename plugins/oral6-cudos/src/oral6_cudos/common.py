@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import torch
 from pydantic import Field, field_validator
@@ -43,6 +43,7 @@ class StreamVAE(GenerativeModel):
     """Base of the stream VAEs: builds encoder/decoder for the data, loops over environments, saves its state."""
 
     Config = StreamVAEConfig
+    legacy_options: ClassVar[dict[str, Any]] = {}  # an option's value for saved files written before it existed
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
         super().__init__(config)
@@ -184,8 +185,8 @@ class StreamVAE(GenerativeModel):
         if saved.get("model") != self.name:
             raise CheckpointError(f"{path} holds a {saved.get('model')!r} model, not {self.name!r}; load it with that model.")
         mine = self.config.model_dump(mode="json")
-        # options added since the file was written count at their defaults
-        theirs = {**type(self.config)().model_dump(mode="json"), **saved["config"]}
+        # options added since the file was written count at the behaviour the code had before them
+        theirs = {**type(self.config)().model_dump(mode="json"), **self.legacy_options, **saved["config"]}
         differ = {k: theirs.get(k) for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)}
         if differ:
             raise CheckpointError(f"{path} was saved with other options ({differ}); create the model with them to load it.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -31,6 +31,9 @@ class CUDOSConfig(StreamVAEConfig):
     active_threshold: float = Field(0.5, gt=0, lt=1, description="A dimension is active in an environment when its spike exceeds this.")
     spike_lr: float = Field(5e-4, gt=0, description="Adam learning rate of the per-environment spike vectors (the VAE's rate in the reference).")
     som_lr: float = Field(5e-4, gt=0, description="Adam learning rate of the SOM means, slab probabilities and weights.")
+    som_winner: Literal["likelihood", "joint"] = Field(
+        "likelihood", description="Centre of the SOM loss's neighbourhood: the best by likelihood (default; the map spreads) or by "
+        "log π + likelihood (the reference; its π feeds back and the map collapses onto a few nodes, see the README).")
     som_var_lr: float = Field(5e-6, gt=0, description="Adam learning rate of the SOM log-variances.")
     vae_steps_per_batch: int = Field(2, ge=1, description="VAE updates per batch before the SOM update.")
     sigma_start: float = Field(5.0, gt=0, description="Initial neighbourhood width σ (grid units).")
@@ -55,6 +58,7 @@ class CUDOS(StreamVAE):
 
     name = "cudos"
     Config = CUDOSConfig
+    legacy_options: ClassVar[dict[str, Any]] = {"som_winner": "joint"}
     citation = "Li, Jiang, Missel, Gyawali, Kumar, Wang. Continual Unsupervised Disentangling of Self-Organizing Representations. ICLR 2023."
 
     # ------------------------------------------------------------------ building
@@ -62,7 +66,7 @@ class CUDOS(StreamVAE):
     def build_extra(self) -> None:
         c = self.config
         g = torch.Generator().manual_seed(c.seed + 1)
-        self.som = SOMPrior(c.som_rows, c.som_cols, c.latent_dim, generator=g).to(self.device)
+        self.som = SOMPrior(c.som_rows, c.som_cols, c.latent_dim, generator=g, winner=c.som_winner).to(self.device)
         self.spike_logits = nn.Parameter(torch.full((c.max_environments, c.latent_dim), logit(c.spike_init), device=self.device))
         self.vae_optimizer = torch.optim.Adam([
             {"params": [*self.encoder.parameters(), *self.decoder.parameters()], "lr": c.lr},

@@ -19,13 +19,22 @@ def spike_slab_log_density(z: Tensor, means: Tensor, logvars: Tensor, alpha: Ten
     return (alpha[None] * log_slab.exp() + (1 - alpha[None]) * box + DENSITY_FLOOR).log().sum(-1)
 
 
+WINNERS = ("likelihood", "joint")
+
+
 class SOMPrior(nn.Module):
-    """``p(z) = Σ_c π_c Π_j [α_cj N(z_j; μ_cj, σ²_cj) + (1 − α_cj)·10·1(|z_j − μ_cj| < 0.1)]`` on a rows×cols torus."""
+    """``p(z) = Σ_c π_c Π_j [α_cj N(z_j; μ_cj, σ²_cj) + (1 − α_cj)·10·1(|z_j − μ_cj| < 0.1)]`` on a rows×cols torus.
+
+    ``winner`` picks the neighbourhood centre c' of the SOM loss: ``likelihood`` maximises
+    ``Σ_c h(c', c) log p(z|c)``, ``joint`` (the reference) ``Σ_c h(c', c)[log π_c + log p(z|c)]``.
+    """
 
     def __init__(self, rows: int, cols: int, latent_dim: int, slab_init: float = 0.2, logvar_init: float = -1.0,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, winner: str = "likelihood") -> None:
         super().__init__()
-        self.rows, self.cols = rows, cols
+        if winner not in WINNERS:
+            raise ValueError(f"winner must be one of {WINNERS}, not {winner!r}")
+        self.rows, self.cols, self.winner = rows, cols, winner
         count = rows * cols
         self.means = nn.Parameter((torch.rand(count, latent_dim, generator=generator) - 0.5) * 0.1)
         self.logvars = nn.Parameter(torch.full((count, latent_dim), logvar_init))
@@ -80,11 +89,16 @@ class SOMPrior(nn.Module):
         return h / h.sum(dim=1, keepdim=True)
 
     def loss(self, z: Tensor, sigma: float, spike_prior: float = 0.2) -> Tensor:
-        """SOM loss: ``−mean_b max_c' Σ_c h_σ(c', c)[log π_c + log p(z_b|c)] + mean_c Σ_j KL(Bern(α_cj) ‖ Bern(0.2))``."""
-        joint = self.joint_log_density(z.detach())
-        neighbourhood_fit = joint @ self.neighbourhood(sigma).T
+        """SOM loss: ``−mean_b Σ_c h_σ(c'_b, c)[log π_c + log p(z_b|c)] + mean_c Σ_j KL(Bern(α_cj) ‖ Bern(0.2))``,
+        with the centre ``c'_b`` chosen as ``winner`` says (``joint``: the c' that maximises the first sum)."""
+        h = self.neighbourhood(sigma)
+        log_density = self.log_component_density(z.detach())
+        joint = self.log_mixture_weights()[None] + log_density
+        choice = joint if self.winner == "joint" else log_density
+        centre = (choice.detach() @ h.T).argmax(dim=1)
+        neighbourhood_fit = (joint * h[centre]).sum(1)
         prior = torch.full_like(self.slab_raw, spike_prior)
-        return -neighbourhood_fit.max(dim=1).values.mean() + bernoulli_kl(self.slab_probability(), prior).sum(-1).mean()
+        return -neighbourhood_fit.mean() + bernoulli_kl(self.slab_probability(), prior).sum(-1).mean()
 
     def make_optimizer(self, lr: float, var_lr: float) -> torch.optim.Adam:
         """The SOM's own Adam: ``lr`` for means, slab probabilities and weights, ``var_lr`` for the log-variances."""

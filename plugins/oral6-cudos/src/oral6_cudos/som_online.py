@@ -72,7 +72,8 @@ class PackedSOM:
     def loss_gradients(self, z: np.ndarray, neighbourhood: np.ndarray, spike_prior: float) -> tuple[float, np.ndarray]:
         """The SOM loss of one code ``z`` [D] and its gradient as one packed [C, 3D + 1] array.
 
-        With ``J_c = log π_c + Σ_j log p_cj`` and ``c* = argmax_c' Σ_c h(c', c) J_c``, the fit term is
+        With ``J_c = log π_c + Σ_j log p_cj`` and ``c* = argmax_c' Σ_c h(c', c) J_c`` (winner ``joint``; ``likelihood``:
+        the same without log π_c), the fit term is
         ``−Σ_c w_c J_c`` with ``w = h(c*, ·)`` (rows of h sum to one), so ``∂/∂ logits = −(w − π Σ w)`` and
         ``∂/∂ p_cj = −w_c / p_cj``, which the chain rule carries to μ, log σ² and a through
         ``p = α N + (1 − α)·box + 10⁻⁶``; the prior term ``mean_c Σ_j KL(Bern(α_cj) ‖ Bern(ρ))`` adds
@@ -90,9 +91,9 @@ class PackedSOM:
         density = alpha * normal + (1.0 - alpha) * box + np.float32(floor)
         shifted = logits - logits.max()
         log_pi = shifted - np.log(np.exp(shifted).sum())
-        joint = log_pi + np.log(density).sum(1)
-        smoothed = neighbourhood @ joint
-        best = int(smoothed.argmax())
+        log_density = np.log(density).sum(1)
+        joint = log_pi + log_density
+        best = int((neighbourhood @ (joint if self.som.winner == "joint" else log_density)).argmax())
         weights = neighbourhood[best]
         grad = np.empty_like(value)
         ratio = -weights[:, None] / density
@@ -108,7 +109,7 @@ class PackedSOM:
         grad[:, 3 * d] = -(weights - np.exp(log_pi) * weights.sum())
         rho = min(max(spike_prior, kl_eps), 1 - kl_eps)
         kl = clamped * (log_c - math.log(rho)) + (1 - clamped) * (log_1c - math.log(1 - rho))
-        return float(-smoothed[best] + kl.sum(1).mean()), grad
+        return float(-(weights @ joint) + kl.sum(1).mean()), grad
 
     def adam_step(self, grad: np.ndarray) -> None:
         """``torch.optim.Adam``'s update (no weight decay) on the packed array, each column at its group's rate."""
