@@ -8,8 +8,9 @@ trained model is kept in ``CACHE`` and reused), then prints:
 * on environment 2, every ``every`` batches, the mean over dims of ∂term/∂logit(s₂) for each term of the loss
   (positive: a descent step lowers the spike), with the spike's mean and largest value.
 
-Run: ``python plugins/oral6-cudos/scripts/spike_terms.py [steps_first] [steps_second] [every] [combined_code]``
-(defaults 2400 1600 100 prototype-shared; ``encoder-shared`` is the reference code's combined code).
+Run: ``python plugins/oral6-cudos/scripts/spike_terms.py [steps_first] [steps_second] [every] [combined_code] [som_winner]``
+(defaults 2400 1600 100 prototype-shared likelihood; ``encoder-shared`` is the reference code's combined code,
+``joint`` its SOM winner).
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ def term_gradients(model, x: torch.Tensor, slot: int) -> dict[str, float]:
     return out
 
 
-def main(steps_first: int = 2400, steps_second: int = 1600, every: int = 100, combined: str = "prototype-shared") -> None:
+def main(steps_first: int = 2400, steps_second: int = 1600, every: int = 100, combined: str = "prototype-shared",
+         winner: str = "likelihood") -> None:
     torch.set_num_threads(1)
     bench = CUDOSStreamBenchmark()
+    bench.config = bench.config.model_copy(update={"steps_first": steps_first})
     train, held_out = bench.streams(0, quick=False)
     batches = -(-len(train[0].data.x) // 64)
-    model = registry.create("generative-model", "cudos", bench.model_options("cudos", 0, (round(steps_first / batches), 1), False))
-    cached = CACHE / f"env1-{steps_first}.pt"
+    options = bench.model_options("cudos", 0, (round(steps_first / batches), 1), False)
+    model = registry.create("generative-model", "cudos", {**options, "som_winner": winner})
+    cached = CACHE / f"env1-{steps_first}-{winner}.pt"
     if cached.exists():
         model.load(cached)
     else:
@@ -77,4 +81,4 @@ def main(steps_first: int = 2400, steps_second: int = 1600, every: int = 100, co
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:4]), *sys.argv[4:5])
+    main(*(int(a) for a in sys.argv[1:4]), *sys.argv[4:6])

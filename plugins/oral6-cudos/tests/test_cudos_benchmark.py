@@ -56,3 +56,21 @@ def test_a_run_in_a_worker_process_scores_as_in_this_process(tmp_path):
     for key, row in here["scores"].items():
         assert [row[m] for m in ("mig", "dci_disentanglement", "recon")] == [there["scores"][key][m] for m in ("mig", "dci_disentanglement", "recon")]
     assert (tmp_path / "there" / "beta-vae" / "env2-traversals.png").is_file()
+
+
+def test_a_claim_holds_only_beyond_the_sample_std_over_seeds_and_never_on_one_seed():
+    from oral6_cudos.benchmark import CUDOSStreamBenchmark
+
+    def values(mig):
+        return {"mig": mig, "dci": [0.0] * len(mig), "forget_mig": [0.0] * len(mig), "forget_dci": [0.0] * len(mig),
+                "forget_recon": [0.0] * len(mig), "leak": [0.0] * len(mig), "reuse": [False] * len(mig)}
+
+    def mig_claim(mine, theirs):
+        rows = [{"model": "cudos", "_values": values(mine)}]
+        rows += [{"model": name, "_values": values(theirs)} for name in ("beta-vae", "beta-vae-replay")]
+        return CUDOSStreamBenchmark().claims(rows, {})["CUDOS ends with the best mean MIG (beyond seed std)"]
+
+    # gap 0.3; the baselines' sample std is 0.3 (population std 0.245): not beyond it
+    assert not mig_claim([0.6, 0.6, 0.6], [0.0, 0.3, 0.6])
+    assert mig_claim([0.61, 0.61, 0.61], [0.0, 0.3, 0.6])
+    assert not mig_claim([0.9], [0.1])
