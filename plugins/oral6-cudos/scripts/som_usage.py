@@ -21,13 +21,8 @@ import torch
 from oral6_core import registry
 from oral6_core.metrics.disentanglement import encode_dataset, mig
 from oral6_cudos.benchmark import CUDOSStreamBenchmark
-from oral6_cudos.som import spike_slab_log_density
+from oral6_cudos.som import hit_perplexity, spike_slab_log_density
 from oral6_cudos.spike_slab import spike_and_slab_sample
-
-
-def perplexity(share: torch.Tensor) -> float:
-    share = share[share > 0]
-    return float(torch.exp(-(share * share.log()).sum()))
 
 
 def main(winner: str = "likelihood", steps: int = 2400, seed: int = 0) -> None:
@@ -52,10 +47,10 @@ def main(winner: str = "likelihood", steps: int = 2400, seed: int = 0) -> None:
         rows = torch.arange(len(z))
     codes = encode_dataset(model.encode, x)
     factors = env.data.y[:2000].numpy()[:, [env.factor_names.index(f) for f in env.varying]]
-    hits = torch.bincount(bmu, minlength=som.num_components).float() / len(z)
+    hits = torch.bincount(bmu, minlength=som.num_components)
     print(f"som_winner={winner}, {steps} batches, seed {seed}")
-    print(f"  largest π {float(log_pi.exp().max()):.3f}, perplexity of π {perplexity(log_pi.exp()):.1f} of {som.num_components}")
-    print(f"  BMUs of the held-out codes: {int((hits > 0).sum())} nodes, perplexity {perplexity(hits):.1f}")
+    print(f"  largest π {float(log_pi.exp().max()):.3f}, perplexity of π {hit_perplexity(log_pi.exp()):.1f} of {som.num_components}")
+    print(f"  BMUs of the held-out codes: {int((hits > 0).sum())} nodes, perplexity {hit_perplexity(hits):.1f}")
     print(f"  node means spread {float(som.means.detach().std(0).mean()):.3f} per dim, codes {float(z.std(0).mean()):.3f}")
     print(f"  MIG {mig(codes, factors):.3f}")
     print(f"  node with the largest π: BMU of {float((bmu == top).float().mean()):.0%} of the codes, best by likelihood for "

@@ -22,6 +22,8 @@ from oral6_core.config import ComponentConfig
 from oral6_core.metrics.disentanglement import normalized_mutual_information
 from oral6_core.metrics.stream import StreamScores, evaluation_data
 
+from .som import hit_perplexity
+
 BASELINES = ("beta-vae", "beta-vae-replay")
 
 
@@ -160,10 +162,8 @@ class CUDOSStreamBenchmark(Benchmark):
             stream.after_environment(index)
             if hasattr(model, "active_dims"):
                 spikes.append(model.spikes()[index].detach())
-                hits = model.node_hits[:, index]
-                share = hits[hits > 0] / hits.sum()
                 largest = float(model.som.log_mixture_weights().detach().exp().max())
-                som_usage.append((largest, float(torch.exp(-(share * share.log()).sum()))))
+                som_usage.append((largest, hit_perplexity(model.node_hits[:, index])))
             if pictures is not None:
                 model.save_visuals(pictures, index)
             started[0] = time.perf_counter()

@@ -121,9 +121,8 @@ class SOMPrior(nn.Module):
         """How ``z`` spreads over the map: nodes that are some code's BMU, the perplexity of the BMU histogram
         (the number of equally used nodes it equals) and the quantisation error ``mean ‖z − μ_BMU‖²``."""
         bmu = self.bmu(z)
-        share = torch.bincount(bmu, minlength=self.num_components).float() / len(bmu)
-        used = share[share > 0]
-        return {"nodes_used": float(len(used)), "perplexity": float((-(used * used.log()).sum()).exp()),
+        hits = torch.bincount(bmu, minlength=self.num_components)
+        return {"nodes_used": float((hits > 0).sum()), "perplexity": hit_perplexity(hits),
                 "quantisation_error": float(((z - self.means[bmu]) ** 2).sum(1).mean())}
 
     @torch.no_grad()
@@ -134,6 +133,12 @@ class SOMPrior(nn.Module):
         gaussian = mu + std * torch.randn_like(mu)
         box = mu + (torch.rand_like(mu) * 2 - 1) * SPIKE_WIDTH
         return torch.where(slab.bool(), gaussian, box)
+
+
+def hit_perplexity(hits: Tensor) -> float:
+    """``exp(entropy)`` of a histogram of BMU hits: the number of equally used nodes it equals (0 without hits)."""
+    share = hits[hits > 0].float() / max(float(hits.sum()), 1.0)
+    return float(torch.exp(-(share * share.log()).sum())) if len(share) else 0.0
 
 
 def annealed_sigma(step: int, start: float, end: float, begin_step: int, end_step: int) -> float:

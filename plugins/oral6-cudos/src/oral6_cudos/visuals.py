@@ -11,6 +11,8 @@ from torch import Tensor
 
 from oral6_core.bench import new_figure, save_figure
 
+from .som import hit_perplexity
+
 if TYPE_CHECKING:
     from .common import StreamVAE
 
@@ -80,9 +82,7 @@ def save_som_visuals(model, prefix: Path, env_index: int) -> list[Path]:
     label[(model.node_hits.sum(1) == 0).cpu().numpy()] = np.nan
     weights = som.log_mixture_weights().exp().cpu().numpy()
     hits = model.node_hits[:, min(env_index, model.node_hits.shape[1] - 1)].cpu()
-    share = hits / max(float(hits.sum()), 1.0)
-    used = share[share > 0]
-    perplexity = float((-(used * used.log()).sum()).exp()) if len(used) else 0.0
+    used, perplexity = int((hits > 0).sum()), hit_perplexity(hits)
     fig, axes = new_figure(1, 4, figsize=(16, 4))
     axes[0].imshow(image_grid(decoded, rows), interpolation="nearest")
     axes[0].set_title("decoded SOM component means", fontsize=9)
@@ -92,8 +92,8 @@ def save_som_visuals(model, prefix: Path, env_index: int) -> list[Path]:
     image = axes[2].imshow(weights.reshape(rows, cols), cmap="viridis")
     axes[2].set_title("mixture weights π", fontsize=9)
     fig.colorbar(image, ax=axes[2], fraction=0.046)
-    image = axes[3].imshow(share.numpy().reshape(rows, cols), cmap="magma")
-    axes[3].set_title(f"BMU hits in env {env_index + 1}: {len(used)} nodes, perplexity {perplexity:.1f}", fontsize=9)
+    image = axes[3].imshow((hits / max(float(hits.sum()), 1.0)).numpy().reshape(rows, cols), cmap="magma")
+    axes[3].set_title(f"BMU hits in env {env_index + 1}: {used} nodes, perplexity {perplexity:.1f}", fontsize=9)
     fig.colorbar(image, ax=axes[3], fraction=0.046)
     for ax in axes:
         ax.axis("off")
