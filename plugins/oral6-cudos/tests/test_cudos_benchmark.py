@@ -49,13 +49,41 @@ def test_a_run_in_a_worker_process_scores_as_in_this_process(tmp_path):
 
     config = CUDOSStreamConfig(seeds=[0], samples_per_environment=96, steps_first=2, steps_next=2, latent_dim=4,
                                eval_samples=96, dci_samples=96, dci_trees=5, workers=2)
-    here = CUDOSStreamBenchmark(config).run_job("beta-vae", 0, True, tmp_path / "here")
+    here = CUDOSStreamBenchmark(config).run_job("beta-vae", 0, True, tmp_path / "here")["beta-vae"]
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        there = pool.submit(_run_job, config, "beta-vae", 0, True, tmp_path / "there").result()
+        there = pool.submit(_run_job, config, "beta-vae", 0, True, tmp_path / "there").result()["beta-vae"]
     assert here["scores"].keys() == there["scores"].keys() and here["steps"] == there["steps"] > 0
     for key, row in here["scores"].items():
         assert [row[m] for m in ("mig", "dci_disentanglement", "recon")] == [there["scores"][key][m] for m in ("mig", "dci_disentanglement", "recon")]
     assert (tmp_path / "there" / "beta-vae" / "env2-traversals.png").is_file()
+
+
+def test_rows_that_share_environment_1_score_as_if_each_had_run_alone(tmp_path):
+    from oral6_cudos.benchmark import CUDOSStreamBenchmark, CUDOSStreamConfig
+
+    config = CUDOSStreamConfig(seeds=[0], samples_per_environment=96, steps_first=3, steps_next=3, latent_dim=4,
+                               som_side=3, eval_samples=96, dci_samples=96, dci_trees=5, curve_samples=96)
+    both = CUDOSStreamBenchmark(config).run_job("cudos", 0, True, tmp_path / "both")
+    assert list(both) == ["cudos", "cudos (encoder-shared)"]
+    for kind, label in (("prototype-shared", "cudos"), ("encoder-shared", "cudos (encoder-shared)")):
+        alone = CUDOSStreamBenchmark(config.model_copy(update={"combined_codes": [kind]})).run_job("cudos", 0, True, tmp_path / kind)[label]
+        shared = both[label]
+        assert shared["steps"] == alone["steps"] > 0 and shared["scores"].keys() == alone["scores"].keys()
+        for key, row in alone["scores"].items():
+            assert [row[m] for m in ("mig", "dci_disentanglement", "recon")] == [shared["scores"][key][m] for m in ("mig", "dci_disentanglement", "recon")]
+        assert [p["mig"] for p in shared["curve"]] == [p["mig"] for p in alone["curve"]]
+        assert (tmp_path / "both" / label.replace(" (", "-").rstrip(")") / "env1-som.png").is_file()
+    # the combined code acts from environment 2 on, so the two rows part there
+    assert both["cudos"]["scores"][(1, 1)]["recon"] != both["cudos (encoder-shared)"]["scores"][(1, 1)]["recon"]
+
+
+def test_halfway_reads_each_environments_own_mig_half_way_through_its_steps_and_at_its_end():
+    from oral6_cudos.benchmark import convergence_cell, halfway
+
+    curve = [{"step": 100 * i, "environment": 0, "mig": [0.01 * i]} for i in range(1, 11)]  # env 1: steps 100..1000
+    curve += [{"step": 1000 + 50 * i, "environment": 1, "mig": [0.0, 0.1 * i]} for i in range(1, 5)]  # env 2: 1050..1200
+    assert halfway(curve) == ([0.05, 0.2], [0.1, 0.4])
+    assert convergence_cell([{"curve": curve}] * 2) == "0.050 → 0.100 / 0.200 → 0.400"
 
 
 def test_a_claim_holds_only_beyond_the_sample_std_over_seeds_and_never_on_one_seed():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import re
 import statistics
@@ -19,7 +20,7 @@ from oral6_core import registry
 from oral6_core.bench import markdown_table, mean_std, new_figure, save_figure
 from oral6_core.components import Benchmark, BenchResult, Environment
 from oral6_core.config import ComponentConfig
-from oral6_core.metrics.disentanglement import normalized_mutual_information
+from oral6_core.metrics.disentanglement import encode_dataset, mig, normalized_mutual_information
 from oral6_core.metrics.stream import StreamScores, evaluation_data
 
 from .som import hit_perplexity
@@ -31,7 +32,7 @@ class CUDOSStreamConfig(ComponentConfig):
     seeds: list[int] = Field([0, 1, 2], description="Seeds (data draws, data order, initialisation).")
     dataset: str = Field("dsprites-split", description="A stream dataset of this plugin.")
     image_size: int = Field(16, ge=16, description="Side of the rendered images.")
-    samples_per_environment: int = Field(6400, ge=64, description="Training images per environment.")
+    samples_per_environment: int = Field(20000, ge=64, description="Training images per environment (β-VAE's MIG on environment 1 reached the published range with 20,000, not with 6,400).")
     steps_first: int = Field(6000, ge=1, description="Steps (batches of 64) on the first environment (β-VAE's MIG on it reaches the published range after about 6,000).")
     steps_next: int = Field(1600, ge=1, description="Steps on each later environment.")
     latent_dim: int = Field(10, ge=2, description="Latent dimensions of every model.")
@@ -46,6 +47,7 @@ class CUDOSStreamConfig(ComponentConfig):
     eval_samples: int = Field(2000, ge=64, description="Held-out points per environment and evaluation.")
     dci_samples: int = Field(1000, ge=64, description="Of those, points used by DCI (see the metrics' calibration).")
     dci_trees: int = Field(20, ge=1, description="Boosting stages of DCI's classifiers.")
+    curve_samples: int = Field(1000, ge=64, description="Held-out points per environment of the MIG recorded after each epoch (the training curves).")
     threads: int = Field(1, ge=1, description="torch CPU threads (of each process).")
     workers: int = Field(1, ge=1, description="(seed, model) runs in this many processes at once (1: in this process).")
 
@@ -102,81 +104,67 @@ class CUDOSStreamBenchmark(Benchmark):
 
     def _run(self, out_dir: Path, quick: bool) -> BenchResult:
         c = self.config
-        entries = self.entries()
-        jobs = [(label, seed) for seed in c.seeds for label in entries]
+        jobs = [(name, seed) for name in self.groups() for seed in c.seeds]  # CUDOS's (the longest) first
         if c.workers == 1:
-            results = [self.run_job(label, seed, quick, out_dir) for label, seed in jobs]
+            results = [self.run_job(name, seed, quick, out_dir) for name, seed in jobs]
         else:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(c.workers, len(jobs)), mp_context=context) as pool:
-                results = list(pool.map(_run_job, *zip(*[(c, label, seed, quick, out_dir) for label, seed in jobs])))
-        runs: dict[str, list[dict[str, Any]]] = {label: [] for label in entries}
-        for (label, _), result in zip(jobs, results):
-            runs[label].append(result)
+                results = list(pool.map(_run_job, *zip(*[(c, name, seed, quick, out_dir) for name, seed in jobs])))
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label in self.entries()}
+        for result in results:
+            for label, run in result.items():
+                runs[label].append(run)
         held_out = self.streams(c.seeds[0], quick)[1]
         rows = self.summary_rows(runs)
-        files = [self.plot(runs, out_dir / "cudos-stream.png"), *sorted(out_dir.glob("*/env*.png"))]
+        files = [self.plot(runs, out_dir / "cudos-stream.png"), self.plot_curves(runs, out_dir / "cudos-stream-curves.png"),
+                 *sorted(out_dir.glob("*/env*.png"))]
         claims = self.claims(rows, runs)
         verdicts = "\n".join(f"- {claim}: {'held' if ok else 'did not hold'}" for claim, ok in claims.items())
         markdown = (markdown_table(rows) + "\n" + self.per_environment_table(runs, held_out) + "\n"
                     + self.dims_table(runs, held_out) + "\n" + verdicts + "\n")
         return BenchResult(rows, markdown, files, claims)
 
-    def run_job(self, label: str, seed: int, quick: bool, out_dir: Path) -> dict[str, Any]:
-        """Row ``label`` on seed ``seed``'s stream (``run_one``); the first seed writes its pictures under ``out_dir``."""
+    def epochs(self) -> tuple[int, int]:
+        """Epochs on the first and on each later environment that come closest to ``steps_first`` / ``steps_next``."""
         c = self.config
-        name, extra = self.entries()[label]
-        train, _ = self.streams(seed, quick)
         batches = -(-c.samples_per_environment // 64)
-        epochs = (max(1, round(c.steps_first / batches)), max(1, round(c.steps_next / batches)))
-        torch.manual_seed(seed)
-        pictures = out_dir / re.sub(r"[^a-z0-9-]+", "-", label).strip("-") if seed == c.seeds[0] else None
-        return self.run_one(name, {**self.model_options(name, seed, epochs, quick), **extra}, train, seed, pictures)
+        return max(1, round(c.steps_first / batches)), max(1, round(c.steps_next / batches))
 
-    def run_one(self, name: str, options: dict[str, Any], train: list[Environment], seed: int,
-                pictures: Path | None) -> dict[str, Any]:
-        """Train one model on the stream; after each environment, score every environment seen so far on its held-out data
-        (``oral6_core.metrics.stream``).
+    def groups(self) -> dict[str, list[str]]:
+        """Registered model name -> the rows that use it; those rows differ only in options that act after
+        environment 1 (CUDOS's combined code), so one job trains environment 1 once for all of them."""
+        groups: dict[str, list[str]] = {}
+        for label, (name, _) in self.entries().items():
+            groups.setdefault(name, []).append(label)
+        return groups
 
-        Records per (after, environment): the metrics, the held-out reconstruction BCE, the dims the code
-        uses on that environment (std > 0.1 × the largest) and the dim that holds most of each factor.
-        With ``pictures``, the model's pictures after each environment are written there.
-        """
+    def run_job(self, name: str, seed: int, quick: bool, out_dir: Path) -> dict[str, dict[str, Any]]:
+        """The rows of model ``name`` on seed ``seed``'s stream: row label -> the ``StreamRun`` result; the first seed
+        writes each row's pictures under ``out_dir``."""
         c = self.config
-        model = registry.create("generative-model", name, options)
+        entries, labels = self.entries(), self.groups()[name]
+        train, _ = self.streams(seed, quick)
+        epochs = self.epochs()
 
-        def extra(env: Environment, codes: np.ndarray) -> dict[str, Any]:
-            data = evaluation_data(env)
-            varying = [env.factor_names.index(f) for f in env.varying]
-            nmi = normalized_mutual_information(codes, data.y.numpy()[: len(codes), varying])
-            return {"recon": reconstruction_bce(model, data.x[: len(codes)]),
-                    "factor_dims": {f: int(nmi[:, i].argmax()) for i, f in enumerate(env.varying)}}
+        def start(label: str) -> Any:
+            return registry.create("generative-model", name, {**self.model_options(name, seed, epochs, quick), **entries[label][1]})
 
-        stream = StreamScores(model.encode, train, seed, c.eval_samples, c.dci_trees, c.dci_samples, extra)
-        spikes: list[torch.Tensor] = []  # CUDOS: each environment's spike vector after it
-        som_usage: list[tuple[float, float]] = []  # CUDOS: largest π, perplexity of the environment's BMU hits
-        train_seconds, started = [0.0], [time.perf_counter()]
+        def pictures(label: str) -> Path | None:
+            return out_dir / re.sub(r"[^a-z0-9-]+", "-", label).strip("-") if seed == c.seeds[0] else None
 
-        def after(index: int, _env: Environment) -> None:
-            train_seconds[0] += time.perf_counter() - started[0]
-            stream.after_environment(index)
-            if hasattr(model, "active_dims"):
-                spikes.append(model.spikes()[index].detach())
-                largest = float(model.som.log_mixture_weights().detach().exp().max())
-                som_usage.append((largest, hit_perplexity(model.node_hits[:, index])))
-            if pictures is not None:
-                model.save_visuals(pictures, index)
-            started[0] = time.perf_counter()
-
-        model.fit(train, after)
-        steps = getattr(model, "global_step", 0)
-        threshold = getattr(model.config, "active_threshold", 0.5)
-        scores = {(r["after"] - 1, j): {**r, "used": stream.used[(r["after"] - 1, j)]}
-                  for r in stream.rows for j, env in enumerate(train) if env.name == r["environment"]}
-        return {"scores": scores, "leakage": stream.leakage, "seconds": train_seconds[0], "steps": steps,
-                "spike_dims": [int(model.active_dims(k).sum()) for k in range(len(train))] if hasattr(model, "active_dims") else [],
-                "spike_dims_after_own": [int((s > threshold).sum()) for s in spikes],
-                "largest_spike_after_own": [float(s.max()) for s in spikes], "som_usage": som_usage}
+        torch.manual_seed(seed)
+        first = StreamRun(start(labels[0]), train, seed, c, pictures(labels[0]))
+        if len(labels) > 1:
+            first.fit(train[:1])
+        rng = torch.get_rng_state()  # each row goes on from here as if it had trained environment 1 itself
+        runs = [first, *(first.branch(start(label), pictures(label)) for label in labels[1:])]
+        results = {}
+        for label, run in zip(labels, runs):
+            torch.set_rng_state(rng)
+            run.fit(train)
+            results[label] = run.result()
+        return results
 
     def summary_rows(self, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """One row per model: final scores, forgetting (after own environment minus at the end), dims, leakage, time."""
@@ -198,6 +186,7 @@ class CUDOSStreamBenchmark(Benchmark):
                 "leakage": mean_std(values["leak"], 3),
                 "new dims per env": " / ".join(f"{np.mean(d):.1f}" for d in zip(*values["new_dims"])),
                 "shared factor on the same dim": f"{sum(values['reuse'])}/{len(values['reuse'])}",
+                "own MIG at ½ → end of its env": convergence_cell(results),
                 "spike dims per env": " / ".join(str(a) for a in results[0]["spike_dims"]) or "–",
                 "s/step": f"{statistics.mean(r['seconds'] / max(r['steps'], 1) for r in results):.3f}",
                 "time/step ×β-VAE": f"{statistics.mean(r['seconds'] / max(r['steps'], 1) for r in results) / baseline:.2f}",
@@ -289,10 +278,139 @@ class CUDOSStreamBenchmark(Benchmark):
         return save_figure(fig, path)
 
 
-def _run_job(config: CUDOSStreamConfig, label: str, seed: int, quick: bool, out_dir: Path) -> dict[str, Any]:
+    def plot_curves(self, runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+        """One panel per environment: its held-out MIG after every epoch of the stream (mean over seeds, band = std),
+        dotted lines where environments end."""
+        curve = next(iter(runs.values()))[0]["curve"]
+        num_envs = max(p["environment"] for p in curve) + 1
+        fig, axes = new_figure(1, num_envs, figsize=(4 * num_envs, 3.6), squeeze=False)
+        ends = [max(p["step"] for p in curve if p["environment"] == k) for k in range(num_envs)]
+        for j, ax in enumerate(axes[0]):
+            for name, results in runs.items():
+                points = [i for i, p in enumerate(results[0]["curve"]) if p["environment"] >= j]
+                steps = [results[0]["curve"][i]["step"] for i in points]
+                values = np.array([[r["curve"][i]["mig"][j] for i in points] for r in results])
+                ax.plot(steps, values.mean(0), label=name)
+                ax.fill_between(steps, values.mean(0) - values.std(0), values.mean(0) + values.std(0), alpha=0.15)
+            for end in ends[:-1]:
+                ax.axvline(end, color="grey", linestyle=":", linewidth=1)
+            ax.set(xlabel="training step", ylabel=f"MIG on environment {j + 1} (held out)", title=f"environment {j + 1}")
+        axes[0][0].legend(fontsize=8)
+        return save_figure(fig, path)
+
+
+def convergence_cell(results: list[dict[str, Any]]) -> str:
+    """"half → end" per environment: its own MIG half way through its steps and at its end (mean over seeds)."""
+    per_seed = [halfway(r["curve"]) for r in results]
+    return " / ".join(f"{np.mean([h[0][k] for h in per_seed]):.3f} → {np.mean([h[1][k] for h in per_seed]):.3f}"
+                      for k in range(len(per_seed[0][0])))
+
+
+def halfway(curve: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Per environment: its own MIG at the epoch closest to half its steps, and after its last epoch."""
+    half, end, begin = [], [], 0
+    for k in range(max(p["environment"] for p in curve) + 1):
+        own = [p for p in curve if p["environment"] == k]
+        middle = min(own, key=lambda p: abs(p["step"] - (begin + own[-1]["step"]) / 2))
+        half.append(middle["mig"][k])
+        end.append(own[-1]["mig"][k])
+        begin = own[-1]["step"]
+    return half, end
+
+
+def _run_job(config: CUDOSStreamConfig, name: str, seed: int, quick: bool, out_dir: Path) -> dict[str, dict[str, Any]]:
     """``CUDOSStreamBenchmark.run_job`` in a worker process (the benchmark's settings, quick ones included)."""
     torch.set_num_threads(config.threads)
-    return CUDOSStreamBenchmark(config).run_job(label, seed, quick, out_dir)
+    return CUDOSStreamBenchmark(config).run_job(name, seed, quick, out_dir)
+
+
+class StreamRun:
+    """One model on one seed's stream, scored after each environment on every seen environment's held-out data
+    (``oral6_core.metrics.stream``) and, for the training curves, by MIG alone after every epoch.
+
+    Records per (after, environment): the metrics, the held-out reconstruction BCE, the dims the code
+    uses on that environment (std > 0.1 × the largest) and the dim that holds most of each factor; for CUDOS
+    also each environment's spike vector and the SOM's use after it. With ``pictures``, the model's pictures
+    after each environment are written there.
+    """
+
+    def __init__(self, model: Any, train: list[Environment], seed: int, config: CUDOSStreamConfig,
+                 pictures: Path | None) -> None:
+        self.model, self.train, self.seed, self.config, self.pictures = model, train, seed, config, pictures
+        self.stream = StreamScores(model.encode, train, seed, config.eval_samples, config.dci_trees, config.dci_samples,
+                                   self.extra)
+        self.spikes: list[torch.Tensor] = []
+        self.som_usage: list[tuple[float, float]] = []  # largest π, perplexity of the environment's BMU hits
+        self.curve: list[dict[str, Any]] = []  # after each epoch: global step, environment, MIG of each seen one
+        self.seconds = 0.0  # training only (evaluation and pictures excluded)
+        self._started = 0.0
+
+    def fit(self, environments: list[Environment]) -> None:
+        """Train on ``environments`` (those already learnt are skipped)."""
+        self._started = time.perf_counter()
+        self.model.fit(environments, self.after_environment, self.after_epoch)
+
+    def branch(self, model: Any, pictures: Path | None) -> StreamRun:
+        """A run that goes on from this one's state and records with ``model``, a model of the same kind whose
+        options differ only in what acts later; the pictures of the environments done are written for it too."""
+        model.load_state(copy.deepcopy(self.model.state()))
+        twin = StreamRun(model, self.train, self.seed, self.config, pictures)
+        twin.stream.rows, twin.stream.used, twin.stream.leakage = copy.deepcopy(
+            (self.stream.rows, self.stream.used, self.stream.leakage))
+        twin.spikes, twin.som_usage, twin.curve = copy.deepcopy((self.spikes, self.som_usage, self.curve))
+        twin.seconds = self.seconds
+        if pictures is not None:
+            for index in range(model.environments_done):
+                model.save_visuals(pictures, index)
+        return twin
+
+    def _pause(self) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+    def _resume(self) -> None:
+        self._started = time.perf_counter()
+
+    def extra(self, env: Environment, codes: np.ndarray) -> dict[str, Any]:
+        data = evaluation_data(env)
+        varying = [env.factor_names.index(f) for f in env.varying]
+        nmi = normalized_mutual_information(codes, data.y.numpy()[: len(codes), varying])
+        return {"recon": reconstruction_bce(self.model, data.x[: len(codes)]),
+                "factor_dims": {f: int(nmi[:, i].argmax()) for i, f in enumerate(env.varying)}}
+
+    def after_epoch(self, index: int, _epoch: int) -> None:
+        self._pause()
+        n = self.config.curve_samples
+        migs = []
+        for env in self.train[: index + 1]:
+            data = evaluation_data(env)
+            varying = [env.factor_names.index(f) for f in env.varying]
+            codes = encode_dataset(self.model.encode, data.x[:n])
+            migs.append(mig(codes, data.y[:n].long().numpy()[:, varying]))
+        self.curve.append({"step": self.model.global_step, "environment": index, "mig": migs})
+        self._resume()
+
+    def after_environment(self, index: int, _env: Environment) -> None:
+        self._pause()
+        self.stream.after_environment(index)
+        if hasattr(self.model, "active_dims"):
+            self.spikes.append(self.model.spikes()[index].detach())
+            largest = float(self.model.som.log_mixture_weights().detach().exp().max())
+            self.som_usage.append((largest, hit_perplexity(self.model.node_hits[:, index])))
+        if self.pictures is not None:
+            self.model.save_visuals(self.pictures, index)
+        self._resume()
+
+    def result(self) -> dict[str, Any]:
+        """What the tables, claims and plots read (plain data, so it crosses process boundaries)."""
+        model, train = self.model, self.train
+        threshold = getattr(model.config, "active_threshold", 0.5)
+        scores = {(r["after"] - 1, j): {**r, "used": self.stream.used[(r["after"] - 1, j)]}
+                  for r in self.stream.rows for j, env in enumerate(train) if env.name == r["environment"]}
+        return {"scores": scores, "leakage": self.stream.leakage, "seconds": self.seconds, "steps": model.global_step,
+                "spike_dims": [int(model.active_dims(k).sum()) for k in range(len(train))] if hasattr(model, "active_dims") else [],
+                "spike_dims_after_own": [int((s > threshold).sum()) for s in self.spikes],
+                "largest_spike_after_own": [float(s.max()) for s in self.spikes], "som_usage": self.som_usage,
+                "curve": self.curve}
 
 
 @torch.no_grad()

@@ -80,8 +80,10 @@ class StreamVAE(GenerativeModel):
     # ------------------------------------------------------------------ the stream
 
     def fit(self, environments: Sequence[Environment],
-            on_environment_end: Callable[[int, Environment], None] | None = None) -> None:
-        """Train on each environment in turn (skipping those a loaded state has already learnt); call back after each."""
+            on_environment_end: Callable[[int, Environment], None] | None = None,
+            on_epoch_end: Callable[[int, int], None] | None = None) -> None:
+        """Train on each environment in turn (skipping those a loaded state has already learnt); call back after each
+        environment with (index, environment) and, optionally, after each epoch with (environment index, epoch)."""
         if not environments:
             raise DataError("fit needs at least one environment; pick a stream dataset such as shapes3d-stream.")
         for index, env in enumerate(environments):
@@ -106,6 +108,10 @@ class StreamVAE(GenerativeModel):
                     logs = self.train_step(x[batch].to(self.device, non_blocking=True), index)
                     self.global_step += 1
                 report(**logs)
+                if on_epoch_end is not None:
+                    self.eval_mode()
+                    on_epoch_end(index, epoch)
+                    self.train_mode()
             self.end_environment(index, x)
             self.environments_done = index + 1
             if on_environment_end is not None:
