@@ -32,7 +32,7 @@ class CUDOSStreamConfig(ComponentConfig):
     seeds: list[int] = Field([0, 1, 2], description="Seeds (data draws, data order, initialisation).")
     dataset: str = Field("dsprites-split", description="A stream dataset of this plugin.")
     image_size: int = Field(16, ge=16, description="Side of the rendered images.")
-    samples_per_environment: int = Field(20000, ge=64, description="Training images per environment (β-VAE's MIG on environment 1 reached the published range with 20,000, not with 6,400).")
+    samples_per_environment: int = Field(20000, ge=64, description="Training images per environment (rendered: 20,000 take about 5 s per environment).")
     steps_first: int = Field(6000, ge=1, description="Steps (batches of 64) on the first environment (β-VAE's MIG on it reaches the published range after about 6,000).")
     steps_next: int = Field(1600, ge=1, description="Steps on each later environment.")
     latent_dim: int = Field(10, ge=2, description="Latent dimensions of every model.")
