@@ -50,6 +50,15 @@ def test_fit_calls_back_after_each_environment_and_codes_have_the_latent_size(na
     assert model.decode(torch.zeros(2, 4)).shape == (2, 1, 32, 32)
 
 
+def test_fit_calls_back_after_each_epoch_in_eval_mode_and_trains_on_in_train_mode(stream):
+    model = make("beta-vae", epochs_first=2, epochs_next=1)
+    calls = []
+    model.fit(stream[:2], on_epoch_end=lambda k, epoch: calls.append((k, epoch, model.encoder.training, model.global_step)))
+    assert [c[:3] for c in calls] == [(0, 0, False), (0, 1, False), (1, 0, False)]
+    assert [c[3] for c in calls] == [2, 4, 6]  # 64 images in batches of 32
+    assert model.encoder.training
+
+
 def test_cudos_continual_phase_freezes_a_copy_and_replays_from_components_holding_data(stream):
     torch.manual_seed(0)
     model = make("cudos")
